@@ -1,0 +1,1 @@
+"""dgrpo: one trainer for SFT, KD, GRPO, on-policy distillation (OPD) and dGRPO."""

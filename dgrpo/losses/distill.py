@@ -1,0 +1,190 @@
+"""Distillation terms: reverse KL to the teacher on student-sampled states (OPD, three
+estimators) and forward KL on fixed responses (kd).
+
+All functions return a per-token loss ``[B, T]`` over completion positions only; reduce it with
+``aggregate``. The teacher is always a fixed target: no gradient ever reaches teacher logits or
+teacher log-probs. The temperature τ divides student and teacher logits alike, and must be the
+τ used for sampling and old log-probs.
+"""
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+ReverseKLEstimator = Literal["full", "topk", "sampled"]
+
+
+def _upcast(x: Tensor) -> Tensor:
+    """Half-precision logits are upcast to float32: softmax and KL sums lose digits in bf16."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+
+def _reverse_kl_dense(logits_student: Tensor, logits_teacher: Tensor, temperature: float) -> Tensor:
+    """Σ_v p_θ(v)·(log p_θ(v) − log p_T(v)) over the last dim; teacher already detached."""
+    logp_student = torch.log_softmax(_upcast(logits_student) / temperature, dim=-1)
+    logp_teacher = torch.log_softmax(_upcast(logits_teacher) / temperature, dim=-1)
+    return (logp_student.exp() * (logp_student - logp_teacher)).sum(dim=-1)
+
+
+def _forward_kl_dense(logits_student: Tensor, logits_teacher: Tensor, temperature: float) -> Tensor:
+    """Σ_v p_T(v)·(log p_T(v) − log p_θ(v)) over the last dim; teacher already detached."""
+    logp_student = torch.log_softmax(_upcast(logits_student) / temperature, dim=-1)
+    logp_teacher = torch.log_softmax(_upcast(logits_teacher) / temperature, dim=-1)
+    return (logp_teacher.exp() * (logp_teacher - logp_student)).sum(dim=-1)
+
+
+def _chunked_over_positions(
+    dense_fn: Callable[[Tensor, Tensor, float], Tensor],
+    logits_student: Tensor,
+    logits_teacher: Tensor,
+    temperature: float,
+    chunk_size: int | None,
+) -> Tensor:
+    """``dense_fn`` applied to T-chunks of ``[B, T, V]`` inputs, concatenated to ``[B, T]``.
+
+    Must equal ``dense_fn(logits_student, logits_teacher, temperature)`` (values and gradients):
+    every position's softmax is independent of the others. With gradients on, each chunk runs
+    under activation checkpointing, so only one chunk's ``[B, chunk, V]`` softmax is alive at a
+    time (forward and backward) instead of all T positions' at once.
+    """
+    if chunk_size is None or chunk_size >= logits_student.shape[1]:
+        return dense_fn(logits_student, logits_teacher, temperature)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunks = zip(
+        torch.split(logits_student, chunk_size, dim=1),
+        torch.split(logits_teacher, chunk_size, dim=1),
+        strict=True,
+    )
+    recompute = torch.is_grad_enabled() and logits_student.requires_grad
+    parts = [
+        checkpoint(dense_fn, student, teacher, temperature, use_reentrant=False)
+        if recompute
+        else dense_fn(student, teacher, temperature)
+        for student, teacher in chunks
+    ]
+    return torch.cat(parts, dim=1)
+
+
+def reverse_kl_full(
+    logits_student: Tensor,
+    logits_teacher: Tensor,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Exact per-token reverse KL D_KL(π_θ(·|s_t) ‖ π_T(·|s_t)) (DESIGN.md OPD term, ``full``).
+
+    With p_θ = softmax(z_θ/τ) and p_T = softmax(z_T/τ) at each completion position t:
+    KL_t = Σ_v p_θ(v)·(log p_θ(v) − log p_T(v)).
+
+    Shapes: logits ``[B, T, V]`` at completion positions only (s_t are states the student
+    sampled); returns ``[B, T]``. Stop-gradient: the teacher logits are detached, so the gradient
+    is ∇_θ KL through p_θ only. ``chunk_size`` (over T) bounds memory to ``[B, chunk, V]``
+    softmaxes at a time and must match the naive
+    ``(p_s * (log_softmax(z_s/τ) - log_softmax(z_T/τ))).sum(-1)`` exactly.
+    """
+    _check_temperature(temperature)
+    # the teacher is a fixed target: block any gradient into the teacher's logits
+    logits_teacher = logits_teacher.detach()
+    return _chunked_over_positions(
+        _reverse_kl_dense, logits_student, logits_teacher, temperature, chunk_size
+    )
+
+
+def reverse_kl_topk(
+    logits_student: Tensor,
+    teacher_topk_logp: Tensor,
+    teacher_topk_ids: Tensor,
+    temperature: float = 1.0,
+) -> Tensor:
+    """Reverse KL restricted to the teacher's top-k support (DESIGN.md OPD term, ``topk``).
+
+    For a teacher that returns only its top-k log-probs, both distributions are renormalised
+    over the same k ids S_t (a choice: it keeps KL ≥ 0 and zero iff they agree on S_t):
+    q_θ(v) = softmax_{v∈S_t}(z_θ(v)/τ), q_T(v) = softmax_{v∈S_t}(log π_T(v)/τ), and
+    KL_t = Σ_{v∈S_t} q_θ(v)·(log q_θ(v) − log q_T(v)).
+
+    ``teacher_topk_logp`` are the teacher's log-probs at temperature 1 (its raw distribution;
+    raw logits at those ids give the same result, since a per-position offset cancels in the
+    renormalisation), so dividing by τ and renormalising equals the teacher's softmax at τ
+    restricted to S_t — the same τ as the student's.
+
+    Shapes: ``logits_student`` ``[B, T, V]``; ``teacher_topk_logp`` ``[B, T, K]`` float;
+    ``teacher_topk_ids`` ``[B, T, K]`` long (distinct ids per position); returns ``[B, T]``.
+    Only ``[B, T, K]`` values are gathered, so no vocabulary softmax is formed. Stop-gradient:
+    teacher log-probs are detached; gradient flows to the gathered student logits only.
+    """
+    _check_temperature(temperature)
+    student_topk = _upcast(torch.gather(logits_student, -1, teacher_topk_ids))
+    logq_student = torch.log_softmax(student_topk / temperature, dim=-1)
+    # the teacher is a fixed target: block any gradient into the teacher's log-probs
+    teacher_topk = _upcast(teacher_topk_logp.detach())
+    logq_teacher = torch.log_softmax(teacher_topk / temperature, dim=-1)
+    return (logq_student.exp() * (logq_student - logq_teacher)).sum(dim=-1)
+
+
+def reverse_kl_sampled(
+    logp: Tensor,
+    logp_teacher: Tensor,
+    logp_old: Tensor | None = None,
+) -> Tensor:
+    """Single-sample reverse-KL estimator as a stop-gradient per-token reward (``sampled``).
+
+    With y_t the sampled token, k_t = sg(log π_θ(y_t) − log π_T(y_t)) (the k1 KL sample) and
+    ρ_t = exp(log π_θ(y_t) − sg(log π_old(y_t))):
+
+        loss_t = ρ_t · k_t,    ∇_θ loss_t = ρ_t · k_t · ∇_θ log π_θ(y_t).
+
+    It is policy gradient with per-token advantage −k_t. For y_t ~ π_old, E[loss_t] = KL_t and
+    E[∇ loss_t] = Σ_y π_θ(y)(log π_θ(y) − log π_T(y))∇log π_θ(y) = ∇_θ KL(π_θ ‖ π_T), since
+    Σ_y π_θ ∇log π_θ = 0. ``logp_old=None`` means on-policy (π_old = π_θ): ρ_t = 1 in value and
+    ∇ρ_t = ∇log π_θ(y_t). No clipping (compare advantage-level dGRPO, which folds −λ·k_t with
+    π_old in place of π_θ into the clipped GRPO advantage; see ``combine_advantage_level``).
+
+    This is the only estimator a logprob-only remote teacher supports. Shapes: all ``[B, T]``
+    log-probs of the sampled completion tokens; returns ``[B, T]``. Stop-gradient: k_t and
+    log π_old carry no gradient; only log π_θ inside ρ_t does.
+    """
+    # k_t is a reward: no gradient through the student or teacher log-probs inside it
+    kl_sample = (logp - logp_teacher).detach()
+    # the behaviour policy is fixed: no gradient into log π_old (or into the on-policy copy)
+    logp_old = logp.detach() if logp_old is None else logp_old.detach()
+    return torch.exp(logp - logp_old) * kl_sample
+
+
+def forward_kl(
+    logits_student: Tensor,
+    logits_teacher: Tensor,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Per-token forward KL D_KL(π_T(·|s_t) ‖ π_θ(·|s_t)) on fixed responses (method ``kd``).
+
+    With p_θ = softmax(z_θ/τ) and p_T = softmax(z_T/τ): KL_t = Σ_v p_T(v)(log p_T(v) −
+    log p_θ(v)). Shapes: logits ``[B, T, V]`` at response positions only; returns ``[B, T]``.
+    Stop-gradient: teacher logits detached. ``chunk_size`` as in ``reverse_kl_full``; must match
+    the naive ``(p_T * (log_softmax(z_T/τ) - log_softmax(z_s/τ))).sum(-1)`` exactly.
+    """
+    _check_temperature(temperature)
+    # the teacher is a fixed target: block any gradient into the teacher's logits
+    logits_teacher = logits_teacher.detach()
+    return _chunked_over_positions(
+        _forward_kl_dense, logits_student, logits_teacher, temperature, chunk_size
+    )
+
+
+# Each estimator consumes a different teacher signal: full logits, top-k log-probs, or the
+# log-probs of the sampled tokens only. The teacher's capabilities decide which one is allowed.
+REVERSE_KL_ESTIMATORS: dict[str, Callable[..., Tensor]] = {
+    "full": reverse_kl_full,
+    "topk": reverse_kl_topk,
+    "sampled": reverse_kl_sampled,
+}

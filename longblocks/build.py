@@ -1,0 +1,178 @@
+"""`build(cfg)`: the library call behind `longblocks generate`.
+
+Worlds are the unit of work and of splitting: every world belongs to exactly one split, so
+train/validation/test never share an entity or a fact. A world and its examples depend only
+on (seed, world index, example index), never on which worker made them or in what order, so
+the output is byte-identical for any `workers`.
+"""
+
+import math
+import multiprocessing
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from statistics import fmean
+
+from longblocks.config import BuildConfig
+from longblocks.render.context import SENTINEL, ContextBuilder, Evidence
+from longblocks.render.documents import Renderer
+from longblocks.render.env import render
+from longblocks.render.sizing import TokenCounter, load_counter
+from longblocks.row import Row, prompt_messages
+from longblocks.tasks import TASKS, TaskParams
+from longblocks.world.graph import WorldGraph, WorldSize, build_world
+from longblocks.world.schema import World
+
+SPLITS = ("train", "validation", "test")
+SOURCE = "longblocks/synthetic"
+TOLERANCE = 0.005  # ±0.5% of the target length
+
+
+@dataclass(frozen=True)
+class WorldJob:
+    """One world to build and the target length of each example drawn from it."""
+
+    index: int
+    world_id: str
+    seed: int
+    split: str
+    language: str
+    lengths: tuple[int, ...]
+
+
+def split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
+    """Examples per split; every split with a positive share gets at least one when n >= 3."""
+    counts = [round(n * f) for f in fractions[1:]]
+    if n >= 3:
+        counts = [max(1, c) if f > 0 else 0 for c, f in zip(counts, fractions[1:], strict=True)]
+    return [n - sum(counts), *counts]
+
+
+def plan_worlds(cfg: BuildConfig) -> list[WorldJob]:
+    """Assign examples to worlds and worlds to splits, deterministically."""
+    jobs: list[WorldJob] = []
+    example = 0
+    for split, n_split in zip(SPLITS, split_counts(cfg.num_examples, cfg.split_fractions), strict=True):
+        n_worlds = math.ceil(n_split / cfg.examples_per_world)
+        for w in range(n_worlds):
+            n = n_split // n_worlds + (1 if w < n_split % n_worlds else 0)
+            index = len(jobs)
+            lengths = tuple(cfg.lengths[(example + j) % len(cfg.lengths)] for j in range(n))
+            example += n
+            jobs.append(
+                WorldJob(
+                    index=index,
+                    world_id=f"s{cfg.seed}-w{index:04d}",
+                    seed=random.Random(f"{cfg.seed}:world:{index}").getrandbits(63),
+                    split=split,
+                    language=cfg.languages[index % len(cfg.languages)],
+                    lengths=lengths,
+                )
+            )
+    return jobs
+
+
+@cache
+def _counter(tokenizer: str | None) -> TokenCounter:
+    return load_counter(tokenizer)  # one per process: workers build their own
+
+
+def generate_world(job: WorldJob, cfg: BuildConfig) -> tuple[World, list[dict]]:
+    """Build one world and all of its examples (runs inside a worker process)."""
+    world = build_world(job.world_id, job.seed, job.language, WorldSize.for_length(max(job.lengths)))
+    renderer = Renderer(WorldGraph(world))
+    builder = ContextBuilder(renderer, _counter(cfg.tokenizer))
+    rows = [
+        generate_example(builder, job, j, length, cfg).model_dump() for j, length in enumerate(job.lengths)
+    ]
+    return world, rows
+
+
+def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int, cfg: BuildConfig) -> Row:
+    """One row: sample a question on the graph, then size a context around its evidence."""
+    rng = random.Random(f"{cfg.seed}:{job.world_id}:{j}")
+    task = TASKS[cfg.task]
+    instance = task.sample(builder.renderer, rng, TaskParams(hops=tuple(cfg.hops)))
+    language = job.language
+    system = render(f"{language}/prompt/system.jinja").strip()
+    instruction = render(f"{language}/prompt/instruction_{cfg.task}.jinja").strip()
+    frame = {
+        "document": SENTINEL,
+        "question": instance.question,
+        "instruction": instruction,
+        "system": system,
+    }
+    shared_depth = None if cfg.depth == "uniform" else rng.choice(cfg.depth)
+    evidence = [
+        Evidence(fact, rng.random() if shared_depth is None else shared_depth) for fact in instance.evidence
+    ]
+    context = builder.build(
+        prompt_messages(frame),
+        evidence,
+        instance.near,
+        instance.excluded,
+        target=length,
+        tolerance=int(length * TOLERANCE),
+        rng=rng,
+    )
+    documents = {d.doc_id: d for d in context.documents}
+    refs = []
+    for fact in instance.evidence:
+        doc_id, depth = context.depths[fact.id]
+        doc = documents[doc_id]
+        sentence = doc.sentences[doc.facts.index(fact.id)].strip()
+        refs.append({"fact_id": fact.id, "doc_id": doc_id, "depth": depth, "sentence": sentence})
+    return Row(
+        id=f"{job.world_id}-{cfg.task}-{j:03d}",
+        document=context.document,
+        source=SOURCE,
+        language=language,
+        question=instance.question,
+        answer=instance.answer,
+        task=cfg.task,
+        split=job.split,
+        world_id=job.world_id,
+        length=length,
+        depth=round(fmean(r["depth"] for r in refs), 4),
+        n_tokens=context.n_tokens,
+        tokenizer=builder.count.counter.name,
+        system=system,
+        instruction=instruction,
+        reference=task.reference(instance, [r["sentence"] for r in refs], language),
+        verification={
+            **instance.verification,
+            "answer": instance.answer,
+            "aliases": instance.aliases,
+            "evidence": refs,
+        },
+    )
+
+
+def _run(args: tuple[WorldJob, BuildConfig]) -> tuple[World, list[dict]]:
+    return generate_world(*args)
+
+
+def generate(cfg: BuildConfig) -> Iterator[tuple[WorldJob, World, list[dict]]]:
+    """Yield (job, world, rows) in plan order, using `cfg.workers` processes."""
+    jobs = plan_worlds(cfg)
+    if cfg.workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            yield job, *generate_world(job, cfg)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork after tokenizer threads start
+    with context.Pool(min(cfg.workers, len(jobs))) as pool:
+        for job, result in zip(jobs, pool.imap(_run, [(job, cfg) for job in jobs]), strict=True):
+            yield job, *result
+
+
+def build(cfg: BuildConfig, on_world: Callable[[WorldJob], None] | None = None):
+    """All rows grouped by split, plus the worlds they came from."""
+    rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    worlds: list[World] = []
+    for job, world, world_rows in generate(cfg):
+        rows[job.split].extend(world_rows)
+        worlds.append(world)
+        if on_world is not None:
+            on_world(job)
+    return rows, worlds

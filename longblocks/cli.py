@@ -1,0 +1,115 @@
+"""`longblocks` command line: parse flags, build the config, call one library function.
+
+A `UserError` from anywhere becomes one line on stderr and exit status 2.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from longblocks.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="longblocks", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="generate a verifiable long-context dataset")
+    gen.add_argument("--task", default="multihop", help="task family: multihop")
+    gen.add_argument("--length", default="4k", help="prompt tokens, e.g. 32k or 4k,32k (1k..128k, k=1024)")
+    gen.add_argument("--num-examples", type=int, default=100, help="total examples over all splits")
+    gen.add_argument("--hops", default="2,3,4", help="hop counts to mix, e.g. 3 or 2,3,4 or 2..6")
+    gen.add_argument("--depth", default="uniform", help="'uniform' or evidence depths, e.g. 0.1,0.5,0.9")
+    gen.add_argument("--language", default="en", help="world languages, e.g. en or en,pt,de")
+    gen.add_argument("--tokenizer", default=None, help="local HF tokenizer dir (default: embedded Qwen3)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    gen.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    gen.add_argument("--examples-per-world", type=int, default=8, help="examples drawn per world")
+    gen.add_argument("--out", required=True, type=Path, help="output directory")
+    gen.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    schemas = commands.add_parser("schemas", help="export the JSON Schemas of rows, worlds and configs")
+    schemas.add_argument("--out", type=Path, default=Path("schemas"), help="folder to write into")
+    return parser
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    text = text.strip()
+    try:
+        if ".." in text:
+            low, high = text.split("..")
+            return list(range(int(low), int(high) + 1))
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(
+            f"{flag} '{text}' is not a list of integers", f"use e.g. {flag} 2,3,4 or 2..6"
+        ) from None
+
+
+def _depths(text: str) -> str | list[float]:
+    if text == "uniform":
+        return text
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(
+            f"--depth '{text}' is not 'uniform' or a list of numbers", "use e.g. --depth 0.1,0.5,0.9"
+        ) from None
+
+
+def generate(args: argparse.Namespace) -> None:
+    from longblocks import build, io
+    from longblocks.config import make_config
+    from longblocks.render.sizing import load_counter, parse_lengths
+    from longblocks.tasks import TASKS
+
+    if args.task not in TASKS:
+        raise UserError(f"unknown task '{args.task}'", f"choose one of: {', '.join(sorted(TASKS))}")
+    cfg = make_config(
+        task=args.task,
+        lengths=parse_lengths(args.length),
+        num_examples=args.num_examples,
+        hops=_int_list(args.hops, "--hops"),
+        depth=_depths(args.depth),
+        languages=[x.strip() for x in args.language.split(",")],
+        tokenizer=args.tokenizer,
+        seed=args.seed,
+        workers=args.workers,
+        examples_per_world=args.examples_per_world,
+    )
+    io.check_output(args.out, args.overwrite)
+    load_counter(cfg.tokenizer)  # a bad tokenizer path fails before any work starts
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("generating", total=cfg.num_examples)
+        rows, worlds = build.build(cfg, on_world=lambda job: progress.advance(bar, len(job.lengths)))
+    summary = io.save(rows, worlds, cfg, args.out, args.overwrite)
+    counts = ", ".join(f"{split} {n}" for split, n in summary["examples"].items())
+    print(
+        f"wrote {args.out}: {sum(summary['examples'].values())} examples ({counts}); "
+        f"{summary['tokens']:,} prompt tokens; length min/median/max "
+        f"{summary['n_tokens_min']}/{summary['n_tokens_median']:g}/{summary['n_tokens_max']}"
+    )
+
+
+def export_schemas(args: argparse.Namespace) -> None:
+    from longblocks.schemas import export
+
+    for path in export(args.out):
+        print(f"wrote {path}")
+
+
+COMMANDS = {"generate": generate, "schemas": export_schemas}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"longblocks: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

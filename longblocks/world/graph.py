@@ -1,0 +1,196 @@
+"""Building a seeded world and querying it as a typed multigraph.
+
+`build_world` draws entities and functional relations (every head has at most one tail per
+relation; symmetric relations at most one partner) so that following a relation chain from an
+entity reaches exactly one entity. `WorldGraph` wraps the world in a networkx MultiDiGraph and
+answers the questions the tasks ask: where does a chain lead, are two entities linked by a
+single fact, which facts surround an entity.
+"""
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+import networkx as nx
+
+from longblocks.world.entities import KIND_LISTS, NameMaker, lexicon
+from longblocks.world.schema import RELATIONS, Entity, EntityType, Fact, World
+
+LAST_YEAR = 2025  # no fact of a world happens after this
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    """How many entities of each type a world holds; scaled from the number of people."""
+
+    people: int
+
+    @classmethod
+    def for_length(cls, max_tokens: int) -> "WorldSize":
+        # A person carries ~6 facts of ~15 tokens; keep well over one context's worth of
+        # distinct facts so distractors rarely repeat.
+        return cls(people=max(60, max_tokens // 30))
+
+    def count(self, kind: str) -> int:
+        per_person = {"region": 60, "town": 12, "company": 8, "club": 20, "artifact": 5, "event": 8}
+        return max(3, self.people // per_person[kind])
+
+
+def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> World:
+    """A deterministic world for (seed, language, size); `world_id` only labels it."""
+    rng = random.Random(f"world:{seed}")
+    names = NameMaker(language, rng)
+    words = lexicon(language)
+    entities: list[Entity] = []
+    facts: list[Fact] = []
+
+    def add_entity(type_: EntityType, name: str, kind: int, year: int) -> Entity:
+        entity = Entity(id=f"{type_}:{len(entities)}", type=type_, name=name, kind=kind, year=year)
+        entities.append(entity)
+        return entity
+
+    def add_fact(relation: str, head: Entity, tail: Entity, **attributes: int) -> None:
+        facts.append(
+            Fact(id=f"f{len(facts)}", relation=relation, head=head.id, tail=tail.id, attributes=attributes)
+        )
+
+    def kind_index(type_: EntityType) -> int:
+        return rng.randrange(len(words[KIND_LISTS[type_]]))
+
+    n_regions = size.count("region")
+    regions = [
+        add_entity(
+            "place", names.region(), rng.randrange(len(words["region_kinds"])), rng.randint(1700, 1900)
+        )
+        for _ in range(n_regions)
+    ]
+    towns = [
+        add_entity("place", names.town(), kind_index("place"), rng.randint(1700, 1950))
+        for _ in range(size.count("town"))
+    ]
+    people = [
+        add_entity("person", names.person(), kind_index("person"), rng.randint(1900, 2000))
+        for _ in range(size.people)
+    ]
+    companies = [
+        add_entity("organisation", names.organisation(), kind_index("organisation"), rng.randint(1850, 2000))
+        for _ in range(size.count("company"))
+    ]
+    clubs = [
+        add_entity("organisation", names.organisation(), kind_index("organisation"), rng.randint(1850, 1990))
+        for _ in range(size.count("club"))
+    ]
+    artifacts = [
+        add_entity("artifact", names.artifact(), kind_index("artifact"), rng.randint(1600, 2010))
+        for _ in range(size.count("artifact"))
+    ]
+    events = []
+    for _ in range(size.count("event")):
+        kind = kind_index("event")
+        year = rng.randint(1950, 2024)
+        events.append(add_entity("event", names.event(words["event_kinds"][kind], year), kind, year))
+
+    for town in towns:
+        add_fact("located_in", town, rng.choice(regions))
+    _person_facts(rng, people, towns, companies, clubs, len(words["roles"]), add_fact)
+    for i, org in enumerate(companies + clubs):
+        add_fact("headquartered_in", org, rng.choice(towns), since=_year(org.year + rng.randint(0, 10)))
+        if rng.random() < 0.8:
+            add_fact("founded_by", org, rng.choice(people), year=org.year)
+        if i > 0 and i < len(companies) and rng.random() < 0.3:
+            # Only earlier companies can own later ones: the ownership graph stays acyclic.
+            owner = companies[rng.randrange(i)]
+            year = _year(org.year + rng.randint(1, 30), owner.year)
+            add_fact("subsidiary_of", org, owner, year=year, stake=rng.randint(51, 100))
+    for artifact in artifacts:
+        if rng.random() < 0.9:
+            add_fact("created_by", artifact, rng.choice(people), year=artifact.year)
+        if rng.random() < 0.75:
+            since = _year(max(artifact.year, 1950) + rng.randint(0, 60))
+            add_fact("owned_by", artifact, rng.choice(people), since=since, price=rng.randint(2, 900) * 100)
+    for event in events:
+        add_fact("held_in", event, rng.choice(towns), year=event.year, attendees=rng.randint(20, 5000) * 10)
+        if rng.random() < 0.9:
+            add_fact("organised_by", event, rng.choice(companies + clubs), year=event.year)
+    return World(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
+
+
+def _year(*earliest: int) -> int:
+    """A plausible year: after every event it depends on, never after the present."""
+    return min(LAST_YEAR, max(earliest))
+
+
+def _person_facts(rng, people, towns, companies, clubs, n_roles, add_fact) -> None:
+    """Family, location, employment and membership facts; every relation stays functional."""
+    for person in people:
+        if rng.random() < 0.9:
+            add_fact("born_in", person, rng.choice(towns), year=person.year)
+        if rng.random() < 0.85:
+            add_fact("lives_in", person, rng.choice(towns), since=_year(person.year + rng.randint(18, 40)))
+        if rng.random() < 0.8:
+            company = rng.choice(companies)
+            since = _year(person.year + rng.randint(20, 45), company.year)
+            add_fact("works_for", person, company, role=rng.randrange(n_roles), since=since)
+        if rng.random() < 0.4:
+            club = rng.choice(clubs)
+            add_fact("member_of", person, club, since=_year(person.year + rng.randint(16, 50), club.year))
+    unmarried = people[:]
+    rng.shuffle(unmarried)
+    for a, b in zip(unmarried[0::2], unmarried[1::2], strict=False):
+        if rng.random() < 0.45:
+            add_fact("married_to", a, b, year=_year(max(a.year, b.year) + rng.randint(20, 35)))
+    by_age = sorted(people, key=lambda p: (p.year, p.id))
+    for i, person in enumerate(by_age):
+        elders = [p for p in by_age[: max(0, i - 1)] if p.year <= person.year - 18][-40:]
+        if elders and rng.random() < 0.5:
+            add_fact("child_of", person, rng.choice(elders))
+        seniors = [p for p in by_age[:i] if p.year <= person.year - 5][-60:]
+        if seniors and rng.random() < 0.4:
+            add_fact(
+                "mentored_by", person, rng.choice(seniors), since=_year(person.year + rng.randint(18, 30))
+            )
+
+
+class WorldGraph:
+    """A World as a networkx MultiDiGraph (one edge per fact) with the queries tasks need."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.entities = {e.id: e for e in world.entities}
+        self.facts = {f.id: f for f in world.facts}
+        self.graph = nx.MultiDiGraph()
+        self.graph.add_nodes_from(self.entities)
+        for fact in world.facts:
+            self.graph.add_edge(fact.head, fact.tail, key=fact.id, relation=fact.relation)
+        self._facts_by_entity: dict[str, list[Fact]] = defaultdict(list)
+        for fact in world.facts:
+            self._facts_by_entity[fact.head].append(fact)
+            self._facts_by_entity[fact.tail].append(fact)
+
+    def step(self, entity: str, relation: str) -> set[str]:
+        """Every entity that `relation` leads to from `entity` (both ways if symmetric)."""
+        found = {t for _, t, r in self.graph.out_edges(entity, data="relation") if r == relation}
+        if RELATIONS[relation].symmetric:
+            found |= {h for h, _, r in self.graph.in_edges(entity, data="relation") if r == relation}
+        return found
+
+    def follow(self, start: str, relations: list[str]) -> set[str]:
+        """All entities a relation chain reaches from `start`; a well-posed question has one."""
+        frontier = {start}
+        for relation in relations:
+            frontier = {nxt for entity in frontier for nxt in self.step(entity, relation)}
+        return frontier
+
+    def linked(self, a: str, b: str) -> bool:
+        """True when a single fact (so a single sentence) mentions both entities."""
+        return self.graph.has_edge(a, b) or self.graph.has_edge(b, a)
+
+    def facts_of(self, entity: str) -> list[Fact]:
+        """Facts in which `entity` is head or tail, in world order."""
+        return self._facts_by_entity.get(entity, [])
+
+    def outgoing(self, entity: str) -> list[Fact]:
+        return [f for f in self.facts_of(entity) if f.head == entity]
+
+    def neighbours(self, entity: str) -> set[str]:
+        return set(self.graph.successors(entity)) | set(self.graph.predecessors(entity))

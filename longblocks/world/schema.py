@@ -1,0 +1,87 @@
+"""The fact world's data model: entities, typed relations and facts.
+
+A world is plain data (pydantic models) so it serialises to JSON, validates against
+`schemas/world.schema.json` and can be rebuilt into a graph by `world.graph`. The relation
+table below is the single source of which relations exist, which entity types they connect
+and which attributes each fact carries.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EntityType = Literal["person", "organisation", "place", "artifact", "event"]
+ENTITY_TYPES: tuple[EntityType, ...] = ("person", "organisation", "place", "artifact", "event")
+
+
+@dataclass(frozen=True)
+class RelationSpec:
+    """A typed relation head → tail; functional: every head has at most one tail."""
+
+    name: str
+    head: EntityType
+    tail: EntityType
+    attributes: tuple[str, ...]
+    family: str  # family, employment, location, ownership, membership, creation, event
+    symmetric: bool = False  # read both ways ("A is married to B" names B's spouse too)
+
+
+RELATIONS: dict[str, RelationSpec] = {
+    spec.name: spec
+    for spec in (
+        RelationSpec("born_in", "person", "place", ("year",), "location"),
+        RelationSpec("lives_in", "person", "place", ("since",), "location"),
+        RelationSpec("works_for", "person", "organisation", ("role", "since"), "employment"),
+        RelationSpec("married_to", "person", "person", ("year",), "family", symmetric=True),
+        RelationSpec("child_of", "person", "person", (), "family"),
+        RelationSpec("mentored_by", "person", "person", ("since",), "employment"),
+        RelationSpec("member_of", "person", "organisation", ("since",), "membership"),
+        RelationSpec("headquartered_in", "organisation", "place", ("since",), "location"),
+        RelationSpec("founded_by", "organisation", "person", ("year",), "creation"),
+        RelationSpec("subsidiary_of", "organisation", "organisation", ("year", "stake"), "ownership"),
+        RelationSpec("located_in", "place", "place", (), "location"),
+        RelationSpec("created_by", "artifact", "person", ("year",), "creation"),
+        RelationSpec("owned_by", "artifact", "person", ("since", "price"), "ownership"),
+        RelationSpec("held_in", "event", "place", ("year", "attendees"), "event"),
+        RelationSpec("organised_by", "event", "organisation", ("year",), "event"),
+    )
+}
+
+
+class Entity(BaseModel):
+    """A fictional entity. `kind` is a lexicon key index (language-neutral), `year` the
+    year that anchors it (birth, founding, creation, event; for places a record year)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="World-unique id, e.g. 'person:17'.")
+    type: EntityType
+    name: str = Field(description="World-unique display name.")
+    kind: int = Field(ge=0, description="Index into the lexicon list for this entity type.")
+    year: int
+    aliases: list[str] = Field(default_factory=list, description="Other accepted answer forms.")
+
+
+class Fact(BaseModel):
+    """One relation instance head → tail with its attributes (years, quantities, role index)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="World-unique id, e.g. 'f42'.")
+    relation: str
+    head: str
+    tail: str
+    attributes: dict[str, int] = Field(default_factory=dict)
+
+
+class World(BaseModel):
+    """A seeded world: entities and facts, plus what is needed to rebuild it exactly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    seed: int
+    language: str
+    entities: list[Entity]
+    facts: list[Fact]

@@ -1,0 +1,73 @@
+import random
+
+import pytest
+
+from longblocks.errors import UserError
+from longblocks.render.context import SENTINEL, Evidence, split_frame
+from longblocks.row import prompt_messages
+
+FRAME = {
+    "system": "You read documents.",
+    "document": SENTINEL,
+    "question": "Who is it?",
+    "instruction": "Answer: <name>",
+}
+
+
+def _evidence(graph, n, depth):
+    person = next(e.id for e in graph.world.entities if len(graph.outgoing(e.id)) >= n)
+    return [Evidence(f, depth) for f in graph.outgoing(person)[:n]]
+
+
+@pytest.mark.parametrize("target", [1024, 2048, 4096, 8192])
+def test_context_lands_on_the_target_length(builder, graph, counter, target):
+    for seed in range(3):
+        rng = random.Random(seed)
+        context = builder.build(
+            prompt_messages(FRAME), _evidence(graph, 2, rng.random()), [], set(), target, target // 200, rng
+        )
+        assert context.n_tokens == counter.count(context.prompt)
+        assert abs(context.n_tokens - target) <= target * 0.002
+
+
+def test_unit_counts_add_up_to_the_exact_count(builder, graph, counter, rng):
+    context = builder.build(prompt_messages(FRAME), _evidence(graph, 2, 0.5), [], set(), 4096, 20, rng)
+    prefix, suffix = split_frame(counter, prompt_messages(FRAME))
+    units = [u for d in context.documents for u in d.units()]
+    assert prefix + "".join(units) + suffix == context.prompt
+    assert (
+        counter.count(prefix) + sum(counter.count(u) for u in units) + counter.count(suffix)
+        == context.n_tokens
+    )
+    filled = {**FRAME, "document": context.document}
+    assert counter.chat_prompt(prompt_messages(filled)) == context.prompt
+
+
+def test_evidence_appears_once_at_its_depth(builder, graph, renderer, rng):
+    evidence = _evidence(graph, 2, 0.0)
+    evidence[1].target_depth = 0.9
+    context = builder.build(prompt_messages(FRAME), evidence, [], set(), 8192, 40, rng)
+    for item in evidence:
+        sentences = [renderer.sentence(item.fact, v) for v in range(renderer.n_variants(item.fact.relation))]
+        assert sum(context.document.count(s) for s in sentences) == 1
+    (_, shallow), (_, deep) = context.depths[evidence[0].fact.id], context.depths[evidence[1].fact.id]
+    assert shallow < 0.1 and deep > 0.8
+
+
+def test_excluded_facts_are_absent(builder, graph, renderer, rng):
+    evidence = _evidence(graph, 1, 0.5)
+    excluded = {f.id for f in graph.world.facts[:300]} - {evidence[0].fact.id}
+    context = builder.build(prompt_messages(FRAME), evidence, [], excluded, 4096, 20, rng)
+    stated = {f for d in context.documents for f in d.facts}
+    assert stated.isdisjoint(excluded)
+
+
+def test_too_short_for_the_evidence_is_a_user_error(builder, graph, rng):
+    with pytest.raises(UserError, match="below what the evidence needs"):
+        builder.build(prompt_messages(FRAME), _evidence(graph, 3, 0.5), [], set(), 100, 1, rng)
+
+
+def test_same_rng_same_context(builder, graph):
+    a = builder.build(prompt_messages(FRAME), _evidence(graph, 2, 0.3), [], set(), 2048, 10, random.Random(9))
+    b = builder.build(prompt_messages(FRAME), _evidence(graph, 2, 0.3), [], set(), 2048, 10, random.Random(9))
+    assert a.prompt == b.prompt and a.depths == b.depths

@@ -1,0 +1,52 @@
+from longblocks.build import plan_worlds, split_counts
+from longblocks.config import BuildConfig
+
+
+def test_split_counts():
+    assert split_counts(100, (0.8, 0.1, 0.1)) == [80, 10, 10]
+    assert split_counts(3, (0.8, 0.1, 0.1)) == [1, 1, 1]
+    assert split_counts(1, (0.8, 0.1, 0.1)) == [1, 0, 0]
+    assert split_counts(10, (1.0, 0.0, 0.0)) == [10, 0, 0]
+
+
+def test_plan_assigns_every_example_once_and_cycles_lengths():
+    cfg = BuildConfig(lengths=[1024, 4096], num_examples=25, examples_per_world=4)
+    jobs = plan_worlds(cfg)
+    assert sum(len(j.lengths) for j in jobs) == 25
+    lengths = [n for j in jobs for n in j.lengths]
+    assert lengths.count(1024) == 13 and lengths.count(4096) == 12
+    assert len({j.world_id for j in jobs}) == len(jobs)
+    assert [j.split for j in jobs] == sorted(
+        (j.split for j in jobs), key=["train", "validation", "test"].index
+    )
+    assert plan_worlds(cfg) == jobs
+
+
+def test_splits_are_world_disjoint(tiny_rows):
+    rows, worlds = tiny_rows
+    world_of = {split: {r["world_id"] for r in split_rows} for split, split_rows in rows.items()}
+    assert world_of["train"] and world_of["validation"] and world_of["test"]
+    assert not world_of["train"] & world_of["validation"]
+    assert not world_of["train"] & world_of["test"]
+    assert not world_of["validation"] & world_of["test"]
+    assert {r["split"] for r in rows["test"]} == {"test"}
+    assert len(worlds) == 6  # train 10 examples in 4 worlds of <= 3, one world each for val/test
+
+
+def test_rows_are_sized_and_self_describing(tiny_rows, tiny_config):
+    rows, _ = tiny_rows
+    for row in (r for split in rows.values() for r in split):
+        assert row["length"] in tiny_config.lengths
+        assert abs(row["n_tokens"] - row["length"]) <= row["length"] * 0.005
+        assert row["tokenizer"] == "qwen3" and row["task"] == "multihop" and row["language"] == "en"
+        depths = [e["depth"] for e in row["verification"]["evidence"]]
+        assert abs(row["depth"] - sum(depths) / len(depths)) < 1e-3
+
+
+def test_fixed_depths_are_respected():
+    from longblocks.build import build
+
+    rows, _ = build(BuildConfig(lengths=[4096], num_examples=3, depth=[0.5], hops=[2], seed=1))
+    for row in (r for split in rows.values() for r in split):
+        for ref in row["verification"]["evidence"]:
+            assert 0.35 < ref["depth"] < 0.65

@@ -1,0 +1,93 @@
+import json
+from collections import Counter
+
+import jsonschema
+
+from longblocks.render.env import TEMPLATES_DIR
+from longblocks.world.entities import NameMaker, lexicon
+from longblocks.world.graph import WorldGraph, WorldSize, build_world
+from longblocks.world.schema import ENTITY_TYPES, RELATIONS, World
+
+
+def test_world_is_deterministic_for_a_seed():
+    a = build_world("w", seed=11, language="en", size=WorldSize(people=80))
+    b = build_world("w", seed=11, language="en", size=WorldSize(people=80))
+    c = build_world("w", seed=12, language="en", size=WorldSize(people=80))
+    assert a.model_dump_json() == b.model_dump_json()
+    assert a.model_dump_json() != c.model_dump_json()
+
+
+def test_world_has_all_entity_types_and_relations(world):
+    types = Counter(e.type for e in world.entities)
+    assert set(types) == set(ENTITY_TYPES)
+    relations = Counter(f.relation for f in world.facts)
+    assert len(RELATIONS) >= 12
+    assert set(relations) == set(RELATIONS)
+
+
+def test_names_are_unique_and_ids_consistent(world):
+    names = [e.name for e in world.entities]
+    assert len(names) == len(set(names))
+    ids = {e.id for e in world.entities}
+    assert all(f.head in ids and f.tail in ids for f in world.facts)
+    assert all("." not in name for name in names)
+
+
+def test_facts_respect_relation_types_and_attributes(world, graph):
+    for fact in world.facts:
+        spec = RELATIONS[fact.relation]
+        assert graph.entities[fact.head].type == spec.head
+        assert graph.entities[fact.tail].type == spec.tail
+        assert set(fact.attributes) == set(spec.attributes)
+        assert all(v <= 2025 for k, v in fact.attributes.items() if k in ("year", "since"))
+
+
+def test_every_relation_is_functional(world, graph):
+    """Following any relation from any entity reaches at most one entity."""
+    for entity in world.entities:
+        for relation in RELATIONS:
+            assert len(graph.step(entity.id, relation)) <= 1, (entity.id, relation)
+
+
+def test_follow_and_linked(graph):
+    fact = next(f for f in graph.world.facts if f.relation == "married_to")
+    assert graph.follow(fact.head, ["married_to"]) == {fact.tail}
+    assert graph.follow(fact.tail, ["married_to"]) == {fact.head}  # symmetric
+    assert graph.linked(fact.head, fact.tail) and graph.linked(fact.tail, fact.head)
+    works = next(f for f in graph.world.facts if f.relation == "works_for")
+    assert graph.follow(works.tail, ["works_for"]) == set()  # not read backwards
+
+
+def test_world_json_roundtrip_and_schema(world):
+    text = world.model_dump_json()
+    assert World.model_validate_json(text) == world
+    schema = json.loads((TEMPLATES_DIR.parent / "schemas" / "world.schema.json").read_text())
+    jsonschema.validate(json.loads(text), schema)
+
+
+def test_names_are_locale_aware():
+    import random
+
+    from faker.providers.person.de_DE import Provider as German
+
+    maker = NameMaker("de", random.Random(0))
+    people = [maker.person() for _ in range(50)]
+    assert all(p.split(" ")[0] in German.first_names for p in people)
+    towns = [maker.town() for _ in range(20)]
+    assert len(set(towns)) == 20
+
+
+def test_lexicons_are_aligned_across_languages():
+    en = lexicon("en")
+    for language in ("pt", "de"):
+        other = lexicon(language)
+        for key, value in en.items():
+            if isinstance(value, list):
+                assert len(other[key]) == len(value), (language, key)
+    assert (TEMPLATES_DIR / "en" / "lexicon.yaml").exists()
+
+
+def test_world_size_scales_with_length():
+    assert WorldSize.for_length(131072).people > WorldSize.for_length(4096).people
+    graph = WorldGraph(build_world("w", 1, "en", WorldSize(people=60)))
+    assert len(graph.world.entities) > 60
