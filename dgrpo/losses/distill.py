@@ -94,9 +94,7 @@ def reverse_kl_full(
     _check_temperature(temperature)
     # the teacher is a fixed target: block any gradient into the teacher's logits
     logits_teacher = logits_teacher.detach()
-    return _chunked_over_positions(
-        _reverse_kl_dense, logits_student, logits_teacher, temperature, chunk_size
-    )
+    return _chunked_over_positions(_reverse_kl_dense, logits_student, logits_teacher, temperature, chunk_size)
 
 
 def reverse_kl_topk(
@@ -176,9 +174,7 @@ def forward_kl(
     _check_temperature(temperature)
     # the teacher is a fixed target: block any gradient into the teacher's logits
     logits_teacher = logits_teacher.detach()
-    return _chunked_over_positions(
-        _forward_kl_dense, logits_student, logits_teacher, temperature, chunk_size
-    )
+    return _chunked_over_positions(_forward_kl_dense, logits_student, logits_teacher, temperature, chunk_size)
 
 
 # Each estimator consumes a different teacher signal: full logits, top-k log-probs, or the

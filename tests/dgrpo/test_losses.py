@@ -73,9 +73,7 @@ def naive_log_softmax(z):
 def per_position(fn, *tensors):
     """Apply fn to every (b, t) position in a python loop and stack to [B, T]."""
     b_size, t_size = tensors[0].shape[:2]
-    rows = [
-        torch.stack([fn(*(x[b, t] for x in tensors)) for t in range(t_size)]) for b in range(b_size)
-    ]
+    rows = [torch.stack([fn(*(x[b, t] for x in tensors)) for t in range(t_size)]) for b in range(b_size)]
     return torch.stack(rows)
 
 
@@ -217,9 +215,7 @@ def test_clipped_pg_matches_reference(token_level_adv, eps_low, eps_high):
     adv = randn(B, T, seed=5) if token_level_adv else randn(B, seed=5)
     adv_bt = adv if token_level_adv else adv[:, None].expand(B, T)
     got, _ = clipped_pg(logp, logp_old, adv, eps_low, eps_high)
-    ref = per_position(
-        lambda a, b, c: ref_clipped_pg(a, b, c, eps_low, eps_high), logp, logp_old, adv_bt
-    )
+    ref = per_position(lambda a, b, c: ref_clipped_pg(a, b, c, eps_low, eps_high), logp, logp_old, adv_bt)
     close(got, ref)
     weights = randn(B, T, seed=6)
     close(grads((got * weights).sum(), logp)[0], grads((ref * weights).sum(), logp)[0])
@@ -276,9 +272,7 @@ def test_clipped_pg_rejects_mismatched_advantages():
 # ---------------------------------------------------------------- reverse_kl_full / forward_kl
 
 
-@pytest.mark.parametrize(
-    ("fn", "ref"), [(reverse_kl_full, ref_reverse_kl), (forward_kl, ref_forward_kl)]
-)
+@pytest.mark.parametrize(("fn", "ref"), [(reverse_kl_full, ref_reverse_kl), (forward_kl, ref_forward_kl)])
 @pytest.mark.parametrize("tau", [1.0, 0.7])
 @pytest.mark.parametrize("chunk_size", [None, 2])
 def test_dense_kl_matches_reference(fn, ref, tau, chunk_size):
@@ -394,9 +388,7 @@ def test_topk_kl_temperature_and_teacher_offset():
 def test_topk_kl_gives_teacher_no_gradient():
     zs = randn(B, T, V, seed=33, grad=True)
     teacher_logp = randn(B, T, K, seed=34, grad=True)
-    _, g_teacher = grads(
-        reverse_kl_topk(zs, teacher_logp, topk_ids(), 1.0).sum(), (zs, teacher_logp)
-    )
+    _, g_teacher = grads(reverse_kl_topk(zs, teacher_logp, topk_ids(), 1.0).sum(), (zs, teacher_logp))
     assert g_teacher is None
 
 
@@ -431,9 +423,7 @@ def test_sampled_kl_expected_gradient_is_exact_reverse_kl_gradient(off_policy):
     behaviour_logp = torch.log_softmax(randn(5, seed=40), -1) if off_policy else None
     exact = ref_reverse_kl(theta, teacher_logp, 1.0)
     exact_grad = grads(exact, theta)[0]
-    sample_logp = (
-        torch.log_softmax(theta.detach(), -1) if behaviour_logp is None else behaviour_logp
-    )
+    sample_logp = torch.log_softmax(theta.detach(), -1) if behaviour_logp is None else behaviour_logp
     expected_value, expected_grad = 0.0, torch.zeros(5, dtype=F64)
     for y in range(5):
         logp_y = torch.log_softmax(theta, -1)[y].view(1, 1)
