@@ -1,16 +1,16 @@
 """Assembling a context of documents sized to an exact token count.
 
-The prompt is `prefix + units + suffix`, where prefix/suffix come from the chat template
-around the documents and every unit (document header, fact sentence, footer) is counted
-once and cached per world. Because unit boundaries never merge under the BPE
-pre-tokenizer, the sum of unit counts is the prompt's token count: sizing never
-re-tokenises the context while adding documents. The finished prompt is counted once,
-exactly; any difference (possible with other tokenizers) is absorbed and re-checked.
+The prompt is `prefix + documents + suffix`, where prefix/suffix come from the chat template
+around the documents block and each document is `[D1234]` + body. Token counts add up across
+those pieces (the BPE pre-tokenizer never merges across them), and every piece is counted
+once and cached per world, so sizing never re-tokenises the context while adding documents.
+The finished prompt is counted once, exactly; a difference (possible with other tokenizers)
+is absorbed and re-checked.
 
-Filling, in order: evidence documents; whole distractor documents (near-miss entities
-first) while they fit; one trimmed document (a subset of its sentences, chosen by a small
-subset-sum); then paraphrase swaps (a sentence's other paraphrase is a few tokens longer or
-shorter) absorb the last few tokens.
+Filling, in order: evidence documents (trimmed of other sentences if the target is tight);
+whole distractor documents (near-miss entities first) while they fit; trimmed documents (a
+subset of sentences chosen by a small subset-sum); then paraphrase swaps (a sentence's other
+paraphrase is a few tokens longer or shorter) absorb the last few tokens.
 """
 
 import random
@@ -44,7 +44,7 @@ class Context:
 
 
 class CountCache:
-    """Exact token counts of units, cached: a world's sentences recur across examples."""
+    """Exact token counts of pieces, cached: a world's documents recur across examples."""
 
     def __init__(self, counter: TokenCounter):
         self.counter = counter
@@ -57,7 +57,7 @@ class CountCache:
         return count
 
     def document(self, doc: Document) -> int:
-        return sum(self(unit) for unit in doc.units())
+        return self(doc.id_unit) + self(doc.body)
 
 
 def split_frame(counter: TokenCounter, messages: list[dict[str, str]]) -> tuple[str, str]:
@@ -73,8 +73,12 @@ def split_frame(counter: TokenCounter, messages: list[dict[str, str]]) -> tuple[
     return prefix, suffix[2:]
 
 
+def join(documents: list[Document]) -> str:
+    return "".join(d.id_unit + d.body for d in documents)
+
+
 class ContextBuilder:
-    """Builds contexts for one world; keeps the world's sentence and count caches warm."""
+    """Builds contexts for one world; keeps the world's document and count caches warm."""
 
     def __init__(self, renderer: Renderer, counter: TokenCounter):
         self.renderer = renderer
@@ -91,7 +95,7 @@ class ContextBuilder:
         tolerance: int,
         rng: random.Random,
     ) -> Context:
-        """A prompt of `target` ± `tolerance` tokens holding each evidence fact once.
+        """A prompt of `target` ± `tolerance` tokens holding each evidence fact exactly once.
 
         `messages` is the chat with `SENTINEL` where the documents go; `near` lists entities
         whose documents make the best distractors; facts in `excluded` (and the evidence
@@ -100,61 +104,65 @@ class ContextBuilder:
         prefix, suffix = split_frame(self.count.counter, messages)
         ids = _DocIds(rng)
         hidden = excluded | {e.fact.id for e in evidence}
-        placed = [self._evidence_document(e, hidden, ids, rng) for e in evidence]
+        placed = [(self._evidence_document(e, hidden, ids.next(), rng), e) for e in evidence]
         budget = (
             target - self.count(prefix) - self.count(suffix) - sum(self.count.document(d) for d, _ in placed)
         )
         if budget < 0:
-            budget += self._shrink_evidence_documents(placed, -budget)
+            placed, budget = self._shrink_evidence_documents(placed, budget)
         if budget < 0:
             raise UserError(
                 f"length {target} is below what the evidence needs ({target - budget} tokens)",
                 "choose a longer --length or fewer --hops",
             )
         fillers, budget = self._fill(budget, near, hidden, ids, rng)
-        every = fillers + [d for d, _ in placed]
-        budget -= self._absorb(budget, every, rng)
         documents = _place(placed, fillers, self.count, rng)
-        prompt = prefix + "".join("".join(d.units()) for d in documents) + suffix
+        evidence_ids = {e.fact.id for e in evidence}
+        budget -= self._absorb(budget, documents, evidence_ids, rng)
+        prompt = prefix + join(documents) + suffix
         n_tokens = self.count.counter.count(prompt)
         for _ in range(3):  # other tokenizers may not be exactly additive: re-absorb, re-count
             if n_tokens == target:
                 break
-            self._absorb(target - n_tokens, every, rng)
-            prompt = prefix + "".join("".join(d.units()) for d in documents) + suffix
+            self._absorb(target - n_tokens, documents, evidence_ids, rng)
+            prompt = prefix + join(documents) + suffix
             n_tokens = self.count.counter.count(prompt)
         if abs(n_tokens - target) > tolerance:
             raise RuntimeError(f"context sized to {n_tokens} tokens, target {target} ± {tolerance}")
         return Context(
             prompt=prompt,
-            document="".join("".join(d.units()) for d in documents)[:-2],
+            document=join(documents)[:-2],
             documents=documents,
             n_tokens=n_tokens,
-            depths=_measure_depths(documents, self.count, {e.fact.id for e in evidence}),
+            depths=_measure_depths(documents, self.count, evidence_ids),
         )
 
-    def _evidence_document(self, evidence: Evidence, hidden: set[str], ids, rng) -> tuple[Document, Evidence]:
+    def _evidence_document(self, evidence: Evidence, hidden: set[str], doc_id: str, rng) -> Document:
+        """The head's corpus document with the evidence sentence at a random position."""
         fact = evidence.fact
-        others = self.renderer.document_facts(fact.head, rng, hidden)
-        facts = others[:]
-        facts.insert(rng.randint(0, len(others)), fact)
-        return self.renderer.document(fact.head, ids.next(), facts, rng), evidence
+        doc = self._without(self.renderer.document(fact.head).with_id(doc_id), hidden)
+        sentence = " " + self.renderer.sentence(fact, self.renderer.own_variant(fact))
+        return doc.with_sentence(rng.randint(0, len(doc.facts)), fact.id, sentence, insert=True)
 
-    def _shrink_evidence_documents(self, placed: list[tuple[Document, Evidence]], excess: int) -> int:
-        """Drop non-evidence sentences from evidence documents until `excess` tokens are freed.
+    def _without(self, doc: Document, hidden: set[str]) -> Document:
+        if hidden.isdisjoint(doc.facts):
+            return doc
+        return doc.with_facts([i for i, f in enumerate(doc.facts) if f not in hidden])
+
+    def _shrink_evidence_documents(self, placed, budget: int):
+        """Drop non-evidence sentences from evidence documents until the budget is met.
 
         Short targets with many hops cannot hold every evidence document whole; the evidence
-        sentences themselves always stay. Returns the tokens freed.
+        sentences themselves always stay.
         """
-        freed = 0
+        shrunk = []
         for doc, evidence in placed:
-            for i in reversed(range(len(doc.facts))):
-                if freed >= excess:
-                    return freed
-                if doc.facts[i] != evidence.fact.id:
-                    freed += self.count(doc.sentences[i])
-                    del doc.facts[i], doc.sentences[i]
-        return freed
+            before = self.count.document(doc)
+            if budget < 0:
+                doc = doc.with_facts([doc.facts.index(evidence.fact.id)])
+            budget += before - self.count.document(doc)
+            shrunk.append((doc, evidence))
+        return shrunk, budget
 
     def _fill(self, budget: int, near: list[str], hidden: set[str], ids, rng) -> tuple[list[Document], int]:
         """Whole distractor documents while they fit, then trimmed ones; returns what is left."""
@@ -166,10 +174,9 @@ class ContextBuilder:
         for entity in near + rest:
             if budget <= 0 or misses > MAX_TRIM_MISSES:
                 break
-            facts = self.renderer.document_facts(entity, rng, hidden)
-            if not facts:
+            doc = self._without(self.renderer.document(entity).with_id(ids.peek()), hidden)
+            if not doc.facts:
                 continue
-            doc = self.renderer.document(entity, ids.peek(), facts, rng)
             size = self.count.document(doc)
             if size > budget:
                 doc = self._trim(doc, budget)
@@ -184,31 +191,31 @@ class ContextBuilder:
 
     def _trim(self, doc: Document, budget: int) -> Document | None:
         """Keep the subset of the document's sentences that fills `budget` most closely."""
-        room = budget - self.count(doc.header) - self.count(doc.footer)
+        room = budget - self.count(doc.id_unit) - self.count(doc.header) - self.count(doc.footer)
         if room <= 0:
             return None
-        sizes = [self.count(s) for s in doc.sentences]
         reachable: dict[int, tuple[int, ...]] = {0: ()}
-        for i, size in enumerate(sizes):
+        for i, sentence in enumerate(doc.sentences):
+            size = self.count(sentence)
             for total, picked in list(reachable.items()):
                 if total + size <= room and total + size not in reachable:
                     reachable[total + size] = (*picked, i)
         keep = reachable[max(reachable)]
-        if not keep:
-            return None
-        doc.facts = [doc.facts[i] for i in keep]
-        doc.sentences = [doc.sentences[i] for i in keep]
-        return doc
+        return doc.with_facts(list(keep)) if keep else None
 
-    def _absorb(self, residual: int, documents: list[Document], rng) -> int:
-        """Swap sentence paraphrases to change the total by `residual`; returns the change made."""
+    def _absorb(self, residual: int, documents: list[Document], keep: set[str], rng) -> int:
+        """Swap paraphrases of sentences (not in `keep`) to change the total by `residual`.
+
+        Replaces documents in `documents` in place; returns the change made.
+        """
         change = 0
-        slots = [(d, i) for d in documents for i in range(len(d.sentences))]
+        slots = [(d, i) for d, doc in enumerate(documents) for i, f in enumerate(doc.facts) if f not in keep]
         rng.shuffle(slots)
-        for doc, i in slots[:MAX_SWAP_TRIES]:
+        for d, i in slots[:MAX_SWAP_TRIES]:
             need = residual - change
             if need == 0:
                 break
+            doc = documents[d]
             fact = self.graph.facts[doc.facts[i]]
             current = self.count(doc.sentences[i])
             best = None
@@ -219,7 +226,7 @@ class ContextBuilder:
                 if fits and (best is None or abs(delta) > abs(best[0])):
                     best = (delta, text)
             if best is not None:
-                doc.sentences[i] = best[1]
+                documents[d] = doc.with_sentence(i, fact.id, best[1])
                 change += best[0]
         return change
 
@@ -228,13 +235,24 @@ class _DocIds:
     """Random, unique four-digit document ids: their order says nothing about position."""
 
     def __init__(self, rng: random.Random):
-        self._pool = rng.sample(range(1000, 10000), 9000)
+        self._rng = rng
+        self._used: set[int] = set()
+        self._next = self._draw()
+
+    def _draw(self) -> int:
+        while True:  # a context holds at most a few thousand documents of the 9000 ids
+            candidate = self._rng.randrange(1000, 10000)
+            if candidate not in self._used:
+                return candidate
 
     def peek(self) -> str:
-        return f"D{self._pool[-1]}"
+        return f"D{self._next}"
 
     def next(self) -> str:
-        return f"D{self._pool.pop()}"
+        current = self._next
+        self._used.add(current)
+        self._next = self._draw()
+        return f"D{current}"
 
 
 def _place(
@@ -242,22 +260,24 @@ def _place(
 ) -> list[Document]:
     """Shuffle the distractors, then insert each evidence document where its depth falls."""
     rng.shuffle(fillers)
-    total = sum(count.document(d) for d, _ in placed) + sum(count.document(d) for d in fillers)
-    order = list(fillers)
+    sizes = [count.document(d) for d in fillers]
+    total = sum(sizes) + sum(count.document(d) for d, _ in placed)
+    order, order_sizes = list(fillers), sizes
     for doc, evidence in sorted(placed, key=lambda p: p[1].target_depth):
         goal = evidence.target_depth * total - _offset_in(doc, evidence.fact.id, count)
         position, start = 0, 0
-        while position < len(order) and start + count.document(order[position]) / 2 < goal:
-            start += count.document(order[position])
+        while position < len(order) and start + order_sizes[position] / 2 < goal:
+            start += order_sizes[position]
             position += 1
         order.insert(position, doc)
+        order_sizes.insert(position, count.document(doc))
     return order
 
 
 def _offset_in(doc: Document, fact_id: str, count: CountCache) -> int:
     """Tokens from the start of a document to the sentence stating `fact_id`."""
     before = doc.sentences[: doc.facts.index(fact_id)]
-    return count(doc.header) + sum(count(s) for s in before)
+    return count(doc.id_unit) + count(doc.header) + sum(count(s) for s in before)
 
 
 def _measure_depths(

@@ -1,18 +1,21 @@
 """Facts → documents: one sentence per fact, wrapped in a genre (biography, report, ...).
 
-A document is built around one focus entity and holds facts about it. Its text is made of
-units whose token counts add up exactly (see `render.context`): a header
-`[D1234] Title\\nIntro sentence.`, then one ` Sentence.` per fact, then ` Footer.\\n\\n`.
-Every sentence ends with a period and every following unit starts with a space and a
-letter, so the BPE pre-tokenizer never merges across unit boundaries.
+Every world has a corpus: one document per entity (its own facts first, then some that name
+it), with a genre, title, intro, footer and one paraphrase per fact drawn once from the
+world's seed. Contexts sample documents from this corpus, so the rendering and token counting
+of a document is paid once per world, not once per example.
+
+A document's text is `[D1234]` + `body`, with `body` = ` Title\\nIntro.` + one ` Sentence.` per
+fact + ` Footer.\\n\\n`. Every sentence ends with a period and every following piece starts
+with a space and a letter, so the BPE pre-tokenizer never merges across these pieces: their
+token counts add up (see `render.context`).
 """
 
-import random
+import re
 import unicodedata
-from dataclasses import dataclass, field
-from functools import cache
-
-from jinja2 import Template
+import zlib
+from dataclasses import dataclass, replace
+from functools import cache, cached_property
 
 from longblocks.render.env import TEMPLATES_DIR, environment
 from longblocks.world.entities import KIND_LISTS, lexicon
@@ -27,15 +30,35 @@ GENRES: dict[EntityType, tuple[str, ...]] = {
     "artifact": ("registry_entry",),
 }
 MAX_FACTS_PER_DOCUMENT = 8
+_PLAIN_VARIABLE = re.compile(r"\{\{ *(\w+) *\}\}")
+
+
+class Variant:
+    """One template line. Lines that only substitute variables (`{{ name }}`, no tags,
+    filters or whitespace control) render through an equivalent `str.format` pattern,
+    ~40x faster than a jinja render; the result must equal `jinja_template.render(**values)`.
+    """
+
+    def __init__(self, source: str):
+        self.source = source
+        self.template = environment().from_string(source)
+        literal = _PLAIN_VARIABLE.sub("", source)
+        self.pattern: str | None = None
+        if not any(tag in literal for tag in ("{", "}")):
+            parts = _PLAIN_VARIABLE.split(source)  # literal, name, literal, name, ..., literal
+            self.pattern = "".join(p if i % 2 == 0 else "{" + p + "}" for i, p in enumerate(parts))
+
+    def render(self, **values) -> str:
+        if self.pattern is None:
+            return self.template.render(**values)
+        return self.pattern.format(**values)  # KeyError on a missing variable, like StrictUndefined
 
 
 @cache
-def variants(name: str) -> tuple[Template, ...]:
+def variants(name: str) -> tuple[Variant, ...]:
     """A variant file: one template per line; blank lines and `{#` comment lines skipped."""
-    path = TEMPLATES_DIR / name
-    lines = path.read_text(encoding="utf-8").splitlines()
-    env = environment()
-    return tuple(env.from_string(line) for line in lines if line.strip() and not line.startswith("{#"))
+    lines = (TEMPLATES_DIR / name).read_text(encoding="utf-8").splitlines()
+    return tuple(Variant(line) for line in lines if line.strip() and not line.startswith("{#"))
 
 
 def nfc(text: str) -> str:
@@ -43,38 +66,76 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-@dataclass
+def _pick(key: str, n: int) -> int:
+    """A stable choice in range(n) for a key: the same world always says a fact the same way."""
+    return zlib.crc32(key.encode()) % n
+
+
+@dataclass(frozen=True)
 class Document:
-    """One document of a context. Sentences carry a leading space; `footer` ends in '\\n\\n'."""
+    """One document. `sentences` carry a leading space; `footer` ends in '\\n\\n'.
+
+    Instances are never changed in place: `with_facts` and `with_sentence` return new ones,
+    so corpus documents can be shared by every context of a world.
+    """
 
     doc_id: str
     entity: str
     genre: str
-    header: str
+    header: str  # " Title\nIntro." (the `[doc_id]` goes in front)
     footer: str
-    facts: list[str] = field(default_factory=list)  # fact id per sentence
-    sentences: list[str] = field(default_factory=list)
+    facts: tuple[str, ...] = ()  # fact id per sentence
+    sentences: tuple[str, ...] = ()
 
-    def units(self) -> list[str]:
-        return [self.header, *self.sentences, self.footer]
+    @cached_property
+    def body(self) -> str:
+        return "".join((self.header, *self.sentences, self.footer))
+
+    @property
+    def id_unit(self) -> str:
+        return f"[{self.doc_id}]"
 
     @property
     def text(self) -> str:
         """The document as it appears in the context (without the separating blank line)."""
-        return "".join(self.units())[:-2]
+        return (self.id_unit + self.body)[:-2]
+
+    def with_id(self, doc_id: str) -> "Document":
+        return replace(self, doc_id=doc_id)
+
+    def with_facts(self, keep: list[int]) -> "Document":
+        """Only the sentences at positions `keep`, in that order."""
+        return replace(
+            self, facts=tuple(self.facts[i] for i in keep), sentences=tuple(self.sentences[i] for i in keep)
+        )
+
+    def with_sentence(self, position: int, fact_id: str, sentence: str, insert: bool = False) -> "Document":
+        """Replace (or insert before) the sentence at `position`."""
+        end = position if insert else position + 1
+        return replace(
+            self,
+            facts=(*self.facts[:position], fact_id, *self.facts[end:]),
+            sentences=(*self.sentences[:position], sentence, *self.sentences[end:]),
+        )
 
 
 class Renderer:
-    """Renders one world's facts and document frames in its language; caches sentences."""
+    """Renders one world's facts and corpus documents in its language; caches both."""
 
     def __init__(self, graph: WorldGraph):
         self.graph = graph
         self.language = graph.world.language
         self.words = lexicon(self.language)
+        self._seed = graph.world.seed
         self._sentences: dict[tuple[str, int], str] = {}
+        self._corpus: dict[str, Document] = {}
 
     def n_variants(self, relation: str) -> int:
         return len(variants(f"{self.language}/facts/{relation}.jinja"))
+
+    def own_variant(self, fact: Fact) -> int:
+        """The paraphrase this world uses for `fact` in its corpus."""
+        return _pick(f"{self._seed}:{fact.id}", self.n_variants(fact.relation))
 
     def sentence(self, fact: Fact, variant: int) -> str:
         """The fact as one sentence (no leading space), paraphrase number `variant`."""
@@ -89,35 +150,47 @@ class Renderer:
         return self._sentences[key]
 
     def kind_word(self, entity: Entity) -> str:
-        if entity.type == "place" and self.graph.outgoing(entity.id) == []:
+        # Regions are the places that lie in no other place; their kinds have their own list.
+        if entity.type == "place" and not self.graph.outgoing(entity.id):
             return self.words["region_kinds"][entity.kind % len(self.words["region_kinds"])]
         return self.words[KIND_LISTS[entity.type]][entity.kind]
 
-    def frame(self, entity: Entity, genre: str, doc_id: str, rng: random.Random) -> tuple[str, str]:
-        """Header `[doc_id] Title\\nIntro.` and footer ` Footer.\\n\\n` for a document."""
-        values = {"name": entity.name, "kind": self.kind_word(entity), "year": entity.year}
-        folder = f"{self.language}/documents/{genre}"
-        title = rng.choice(variants(f"{folder}/title.jinja")).render(**values)
-        intro = rng.choice(variants(f"{folder}/intro.jinja")).render(**values)
-        footer = rng.choice(variants(f"{folder}/footer.jinja")).render(**values)
-        return nfc(f"[{doc_id}] {title}\n{intro}"), nfc(f" {footer}\n\n")
-
-    def document_facts(self, entity: str, rng: random.Random, excluded: set[str]) -> list[Fact]:
-        """The facts a document about `entity` states: its own first, then some that name it."""
-        own = [f for f in self.graph.outgoing(entity) if f.id not in excluded]
-        others = [f for f in self.graph.facts_of(entity) if f.head != entity and f.id not in excluded]
-        room = max(0, MAX_FACTS_PER_DOCUMENT - len(own))
-        picked = own + (rng.sample(others, room) if len(others) > room else others)
-        rng.shuffle(picked)
-        return picked
-
-    def document(self, entity: str, doc_id: str, facts: list[Fact], rng: random.Random) -> Document:
-        """A document about `entity` stating `facts` in order, paraphrases drawn from `rng`."""
-        focus = self.graph.entities[entity]
-        genre = rng.choice(GENRES[focus.type])
-        header, footer = self.frame(focus, genre, doc_id, rng)
-        doc = Document(doc_id=doc_id, entity=entity, genre=genre, header=header, footer=footer)
-        for fact in facts:
-            doc.facts.append(fact.id)
-            doc.sentences.append(" " + self.sentence(fact, rng.randrange(self.n_variants(fact.relation))))
+    def document(self, entity: str) -> Document:
+        """The corpus document about `entity` (no doc id yet); built once per world."""
+        doc = self._corpus.get(entity)
+        if doc is None:
+            doc = self._corpus[entity] = self._build_document(entity)
         return doc
+
+    def _build_document(self, entity: str) -> Document:
+        focus = self.graph.entities[entity]
+        key = f"{self._seed}:{entity}"  # every choice below is a stable hash of (world, entity)
+        genres = GENRES[focus.type]
+        genre = genres[_pick(key, len(genres))]
+        values = {"name": focus.name, "kind": self.kind_word(focus), "year": focus.year}
+        title, intro, footer = (
+            _choose(variants(f"{self.language}/documents/{genre}/{part}.jinja"), f"{key}:{part}").render(
+                **values
+            )
+            for part in ("title", "intro", "footer")
+        )
+        own = self.graph.outgoing(entity)
+        others = sorted(
+            (f for f in self.graph.facts_of(entity) if f.head != entity),
+            key=lambda f: _pick(f"{key}:{f.id}", 1 << 30),
+        )
+        facts = own + others[: max(0, MAX_FACTS_PER_DOCUMENT - len(own))]
+        facts.sort(key=lambda f: _pick(f"{key}:order:{f.id}", 1 << 30))
+        return Document(
+            doc_id="",
+            entity=entity,
+            genre=genre,
+            header=nfc(f" {title}\n{intro}"),
+            footer=nfc(f" {footer}\n\n"),
+            facts=tuple(f.id for f in facts),
+            sentences=tuple(" " + self.sentence(f, self.own_variant(f)) for f in facts),
+        )
+
+
+def _choose(options, key: str):
+    return options[_pick(key, len(options))]

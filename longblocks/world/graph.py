@@ -7,6 +7,7 @@ answers the questions the tasks ask: where does a chain lead, are two entities l
 single fact, which facts surround an entity.
 """
 
+import bisect
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,9 +28,9 @@ class WorldSize:
 
     @classmethod
     def for_length(cls, max_tokens: int) -> "WorldSize":
-        # A person carries ~6 facts of ~15 tokens; keep well over one context's worth of
-        # distinct facts so distractors rarely repeat.
-        return cls(people=max(60, max_tokens // 30))
+        # A person's document holds ~6 facts of ~15 tokens: 1 person per 48 tokens leaves about
+        # twice one context's worth of distinct documents to draw distractors from.
+        return cls(people=max(60, max_tokens // 48))
 
     def count(self, kind: str) -> int:
         per_person = {"region": 60, "town": 12, "company": 8, "club": 20, "artifact": 5, "event": 8}
@@ -45,13 +46,18 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
     facts: list[Fact] = []
 
     def add_entity(type_: EntityType, name: str, kind: int, year: int) -> Entity:
-        entity = Entity(id=f"{type_}:{len(entities)}", type=type_, name=name, kind=kind, year=year)
+        # model_construct: these values are made here, not read from outside; skip validation.
+        entity = Entity.model_construct(
+            id=f"{type_}:{len(entities)}", type=type_, name=name, kind=kind, year=year, aliases=[]
+        )
         entities.append(entity)
         return entity
 
     def add_fact(relation: str, head: Entity, tail: Entity, **attributes: int) -> None:
         facts.append(
-            Fact(id=f"f{len(facts)}", relation=relation, head=head.id, tail=tail.id, attributes=attributes)
+            Fact.model_construct(
+                id=f"f{len(facts)}", relation=relation, head=head.id, tail=tail.id, attributes=attributes
+            )
         )
 
     def kind_index(type_: EntityType) -> int:
@@ -112,7 +118,7 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
         add_fact("held_in", event, rng.choice(towns), year=event.year, attendees=rng.randint(20, 5000) * 10)
         if rng.random() < 0.9:
             add_fact("organised_by", event, rng.choice(companies + clubs), year=event.year)
-    return World(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
+    return World.model_construct(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
 
 
 def _year(*earliest: int) -> int:
@@ -140,11 +146,15 @@ def _person_facts(rng, people, towns, companies, clubs, n_roles, add_fact) -> No
         if rng.random() < 0.45:
             add_fact("married_to", a, b, year=_year(max(a.year, b.year) + rng.randint(20, 35)))
     by_age = sorted(people, key=lambda p: (p.year, p.id))
+    years = [p.year for p in by_age]
     for i, person in enumerate(by_age):
-        elders = [p for p in by_age[: max(0, i - 1)] if p.year <= person.year - 18][-40:]
+        # Parents are the 40 youngest people at least 18 years older (bisect: worlds are large).
+        end = min(max(0, i - 1), bisect.bisect_right(years, person.year - 18))
+        elders = by_age[max(0, end - 40) : end]
         if elders and rng.random() < 0.5:
             add_fact("child_of", person, rng.choice(elders))
-        seniors = [p for p in by_age[:i] if p.year <= person.year - 5][-60:]
+        end = min(i, bisect.bisect_right(years, person.year - 5))
+        seniors = by_age[max(0, end - 60) : end]
         if seniors and rng.random() < 0.4:
             add_fact(
                 "mentored_by", person, rng.choice(seniors), since=_year(person.year + rng.randint(18, 30))

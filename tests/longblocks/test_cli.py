@@ -43,7 +43,9 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
 def test_length_below_the_evidence_is_exit_2(capsys, tmp_path, monkeypatch):
     from longblocks.render import context
 
-    monkeypatch.setattr(context.ContextBuilder, "_shrink_evidence_documents", lambda self, placed, excess: 0)
+    monkeypatch.setattr(
+        context.ContextBuilder, "_shrink_evidence_documents", lambda self, placed, budget: (placed, budget)
+    )
     out = tmp_path / "out"
     code, _, stderr = _run(
         capsys, "generate", "--length", "1k", "--hops", "6", "--num-examples", "3", "--out", str(out)

@@ -33,7 +33,7 @@ def test_context_lands_on_the_target_length(builder, graph, counter, target):
 def test_unit_counts_add_up_to_the_exact_count(builder, graph, counter, rng):
     context = builder.build(prompt_messages(FRAME), _evidence(graph, 2, 0.5), [], set(), 4096, 20, rng)
     prefix, suffix = split_frame(counter, prompt_messages(FRAME))
-    units = [u for d in context.documents for u in d.units()]
+    units = [u for d in context.documents for u in (d.id_unit, d.header, *d.sentences, d.footer)]
     assert prefix + "".join(units) + suffix == context.prompt
     assert (
         counter.count(prefix) + sum(counter.count(u) for u in units) + counter.count(suffix)

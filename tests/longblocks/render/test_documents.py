@@ -1,5 +1,3 @@
-import random
-
 import pytest
 
 from longblocks.render.documents import GENRES, variants
@@ -35,27 +33,62 @@ def test_sentences_name_head_and_tail_once_and_end_with_a_period(renderer, graph
             assert sentence.count(head) == 1 and sentence.count(tail) == 1, sentence
 
 
-def test_documents_are_deterministic_and_well_formed(renderer, graph):
+def test_corpus_documents_are_deterministic_and_well_formed(graph):
+    from longblocks.render.documents import Renderer
+
     entity = next(e.id for e in graph.world.entities if e.type == "person" and graph.outgoing(e.id))
-
-    def make(seed):
-        rng = random.Random(seed)
-        return renderer.document(entity, "D1234", renderer.document_facts(entity, rng, set()), rng)
-
-    a, b = make(5), make(5)
-    assert a.text == b.text and a.units() == b.units()
-    assert a.header.startswith("[D1234] ")
+    a, b = (
+        Renderer(graph).document(entity).with_id("D1234"),
+        Renderer(graph).document(entity).with_id("D1234"),
+    )
+    assert a == b and a.text == b.text
+    assert a.text.startswith("[D1234] ") and a.header.startswith(" ") and "\n" in a.header
     assert a.footer.endswith(".\n\n") and a.footer.startswith(" ")
     assert all(s.startswith(" ") and s.endswith(".") for s in a.sentences)
     assert len(a.facts) == len(a.sentences) >= 1
-    assert a.text == "".join(a.units())[:-2]
+    assert set(a.facts) >= {f.id for f in graph.outgoing(entity)}
+    assert a.text == (a.id_unit + a.body)[:-2]
 
 
-def test_excluded_facts_never_appear(renderer, graph, rng):
+def test_document_edits_return_new_documents(renderer, graph):
     entity = next(e.id for e in graph.world.entities if len(graph.outgoing(e.id)) >= 3)
-    banned = {f.id for f in graph.outgoing(entity)[:2]}
-    facts = renderer.document_facts(entity, rng, banned)
-    assert banned.isdisjoint(f.id for f in facts)
+    doc = renderer.document(entity)
+    fewer = doc.with_facts([0, 2])
+    assert fewer.facts == (doc.facts[0], doc.facts[2]) and len(doc.facts) >= 3
+    swapped = doc.with_sentence(1, doc.facts[1], " Other.")
+    assert swapped.sentences[1] == " Other." and doc.sentences[1] != " Other."
+    inserted = doc.with_sentence(0, "f-new", " New.", insert=True)
+    assert inserted.facts[0] == "f-new" and inserted.facts[1:] == doc.facts
+
+
+def test_fast_variants_render_exactly_like_jinja():
+    from pathlib import Path
+
+    values = {
+        "head": "Mara Quill",
+        "tail": "Ostwick {Holdings}",
+        "year": 1987,
+        "since": 1990,
+        "role": "archivist",
+        "stake": 60,
+        "price": 1200,
+        "attendees": 3000,
+        "name": "Quillford",
+        "kind": "town",
+        "x": "Mara Quill",
+        "chain": "the founder of X",
+        "answer_type": "person",
+    }
+    checked = 0
+    for path in sorted(Path(TEMPLATES_DIR).glob("*/*/**/*.jinja")):
+        name = str(path.relative_to(TEMPLATES_DIR))
+        if name.startswith("chat/") or "/prompt/" in name or "/reference/" in name:
+            continue
+        for variant in variants(name):
+            if variant.pattern is not None:
+                assert variant.render(**values) == variant.template.render(**values), variant.source
+                checked += 1
+    assert checked > 500
 
 
 def test_templates_folder_has_one_folder_per_language():

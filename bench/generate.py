@@ -1,0 +1,77 @@
+"""Generation throughput vs tokenization-only throughput of the same prompts.
+
+For each length, builds a multihop dataset with 1 and 2 worker processes (world building,
+rendering, sizing and the final exact recount all included; process start-up included for 2
+workers) and compares its prompt tokens/s with the embedded tokenizer merely counting the
+same finished prompts in one process. Prints a table; the last line is machine-readable for
+32k with 2 workers:
+
+    tokens_per_s=<n> ratio_to_tokenizer=<r>
+
+Run: .venv/bin/python bench/generate.py [--examples-8k 64 --examples-32k 32 --examples-128k 8]
+"""
+
+import argparse
+import time
+
+from longblocks.build import build
+from longblocks.config import BuildConfig
+from longblocks.render.sizing import load_counter
+from longblocks.row import prompt_messages
+
+
+def tokenize_only(rows: list[dict]) -> tuple[float, int]:
+    """Seconds and tokens to count the finished prompts once, single process."""
+    counter = load_counter(None)
+    prompts = [counter.chat_prompt(prompt_messages(r)) for r in rows]
+    start = time.perf_counter()
+    tokens = sum(counter.count(p) for p in prompts)
+    return time.perf_counter() - start, tokens
+
+
+def measure(length: int, examples: int, workers: int) -> dict:
+    cfg = BuildConfig(lengths=[length], num_examples=examples, workers=workers, seed=1)
+    start = time.perf_counter()
+    rows, _ = build(cfg)
+    seconds = time.perf_counter() - start
+    flat = [r for split in rows.values() for r in split]
+    tokens = sum(r["n_tokens"] for r in flat)
+    tok_seconds, tok_tokens = tokenize_only(flat)
+    assert tok_tokens == tokens, "recount disagrees with the recorded n_tokens"
+    worst = max(abs(r["n_tokens"] - length) / length for r in flat)
+    return {
+        "examples_per_s": examples / seconds,
+        "tokens_per_s": tokens / seconds,
+        "tokenizer_tokens_per_s": tokens / tok_seconds,
+        "worst_error": worst,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples-8k", type=int, default=64)
+    parser.add_argument("--examples-32k", type=int, default=32)
+    parser.add_argument("--examples-128k", type=int, default=8)
+    args = parser.parse_args()
+    plan = [(8192, args.examples_8k), (32768, args.examples_32k), (131072, args.examples_128k)]
+    header = f"{'length':>7} {'workers':>7} {'examples':>8} {'ex/s':>8} {'prompt tok/s':>13} {'tokenize-only tok/s':>20} {'ratio':>6} {'max |err|':>9}"
+    print(header)
+    print("-" * len(header))
+    final = None
+    for length, examples in plan:
+        for workers in (1, 2):
+            m = measure(length, examples, workers)
+            ratio = m["tokens_per_s"] / m["tokenizer_tokens_per_s"]
+            print(
+                f"{length // 1024:>6}k {workers:>7} {examples:>8} {m['examples_per_s']:>8.2f} "
+                f"{m['tokens_per_s']:>13,.0f} {m['tokenizer_tokens_per_s']:>20,.0f} {ratio:>6.2f} "
+                f"{m['worst_error']:>8.3%}"
+            )
+            if length == 32768 and workers == 2:
+                final = (m["tokens_per_s"], ratio)
+    print("ratio = generation prompt tokens/s (with N workers) / counting the same prompts in one process")
+    print(f"tokens_per_s={final[0]:.0f} ratio_to_tokenizer={final[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
