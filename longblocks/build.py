@@ -20,7 +20,7 @@ from longblocks.render.documents import Renderer
 from longblocks.render.env import render
 from longblocks.render.sizing import TokenCounter, load_counter
 from longblocks.row import Row, prompt_messages
-from longblocks.tasks import TASKS, TaskParams
+from longblocks.tasks import TASKS
 from longblocks.world.graph import WorldGraph, WorldSize, build_world
 from longblocks.world.schema import World
 
@@ -39,6 +39,7 @@ class WorldJob:
     split: str
     language: str
     lengths: tuple[int, ...]
+    tasks: tuple[str, ...]  # task of each example, aligned with `lengths`
 
 
 def split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
@@ -49,8 +50,24 @@ def split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
     return [n - sum(counts), *counts]
 
 
+def task_schedule(cfg: BuildConfig) -> list[str]:
+    """The task of every example: exact shares by largest remainder, in a seeded order."""
+    if cfg.task != "all":
+        return [cfg.task] * cfg.num_examples
+    total = sum(cfg.mix.values())
+    quotas = {name: cfg.num_examples * share / total for name, share in sorted(cfg.mix.items())}
+    counts = {name: int(q) for name, q in quotas.items()}
+    by_remainder = sorted(quotas, key=lambda name: (counts[name] - quotas[name], name))
+    for name in by_remainder[: cfg.num_examples - sum(counts.values())]:
+        counts[name] += 1
+    schedule = [name for name, n in counts.items() for _ in range(n)]
+    random.Random(f"{cfg.seed}:tasks").shuffle(schedule)
+    return schedule
+
+
 def plan_worlds(cfg: BuildConfig) -> list[WorldJob]:
     """Assign examples to worlds and worlds to splits, deterministically."""
+    tasks = task_schedule(cfg)
     jobs: list[WorldJob] = []
     example = 0
     for split, n_split in zip(SPLITS, split_counts(cfg.num_examples, cfg.split_fractions), strict=True):
@@ -59,6 +76,7 @@ def plan_worlds(cfg: BuildConfig) -> list[WorldJob]:
             n = n_split // n_worlds + (1 if w < n_split % n_worlds else 0)
             index = len(jobs)
             lengths = tuple(cfg.lengths[(example + j) % len(cfg.lengths)] for j in range(n))
+            job_tasks = tuple(tasks[example : example + n])
             example += n
             jobs.append(
                 WorldJob(
@@ -68,6 +86,7 @@ def plan_worlds(cfg: BuildConfig) -> list[WorldJob]:
                     split=split,
                     language=cfg.languages[index % len(cfg.languages)],
                     lengths=lengths,
+                    tasks=job_tasks,
                 )
             )
     return jobs
@@ -92,11 +111,11 @@ def generate_world(job: WorldJob, cfg: BuildConfig) -> tuple[World, list[dict]]:
 def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int, cfg: BuildConfig) -> Row:
     """One row: sample a question on the graph, then size a context around its evidence."""
     rng = random.Random(f"{cfg.seed}:{job.world_id}:{j}")
-    task = TASKS[cfg.task]
-    instance = task.sample(builder.renderer, rng, TaskParams(hops=tuple(cfg.hops)))
+    task = TASKS[job.tasks[j]]
+    instance = task.sample(builder.renderer, rng, cfg.task_params())
     language = job.language
     system = render(f"{language}/prompt/system.jinja").strip()
-    instruction = render(f"{language}/prompt/instruction_{cfg.task}.jinja").strip()
+    instruction = render(f"{language}/prompt/instruction_{task.name}.jinja").strip()
     frame = {
         "document": SENTINEL,
         "question": instance.question,
@@ -123,29 +142,32 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
         doc = documents[doc_id]
         sentence = doc.sentences[doc.facts.index(fact.id)].strip()
         refs.append({"fact_id": fact.id, "doc_id": doc_id, "depth": depth, "sentence": sentence})
+    verification = {
+        **instance.verification,
+        "answer": instance.answer,
+        "aliases": instance.aliases,
+        "evidence": refs,
+    }
+    if verification["kind"] == "cited":
+        verification["citations"] = sorted({r["doc_id"] for r in refs})
     return Row(
-        id=f"{job.world_id}-{cfg.task}-{j:03d}",
+        id=f"{job.world_id}-{task.name}-{j:03d}",
         document=context.document,
         source=SOURCE,
         language=language,
         question=instance.question,
         answer=instance.answer,
-        task=cfg.task,
+        task=task.name,
         split=job.split,
         world_id=job.world_id,
         length=length,
-        depth=round(fmean(r["depth"] for r in refs), 4),
+        depth=round(fmean(r["depth"] for r in refs), 4) if refs else 0.0,
         n_tokens=context.n_tokens,
         tokenizer=builder.count.counter.name,
         system=system,
         instruction=instruction,
-        reference=task.reference(instance, [r["sentence"] for r in refs], language),
-        verification={
-            **instance.verification,
-            "answer": instance.answer,
-            "aliases": instance.aliases,
-            "evidence": refs,
-        },
+        reference=task.reference(instance, refs, language),
+        verification=verification,
     )
 
 

@@ -14,7 +14,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longblocks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate a verifiable long-context dataset")
-    gen.add_argument("--task", default="multihop", help="task family: multihop")
+    gen.add_argument("--task", default="multihop", help="task family: multihop, grounding, longform or all")
+    gen.add_argument(
+        "--mix", default=None, help="task shares for --task all, e.g. multihop=0.4,grounding=0.4,longform=0.2"
+    )
     gen.add_argument("--length", default="4k", help="prompt tokens, e.g. 32k or 4k,32k (1k..128k, k=1024)")
     gen.add_argument("--num-examples", type=int, default=100, help="total examples over all splits")
     gen.add_argument("--hops", default="2,3,4", help="hop counts to mix, e.g. 3 or 2,3,4 or 2..6")
@@ -55,16 +58,25 @@ def _depths(text: str) -> str | list[float]:
         ) from None
 
 
+def _mix(text: str) -> dict[str, float]:
+    try:
+        pairs = [item.split("=") for item in text.split(",")]
+        return {name.strip(): float(share) for name, share in pairs}
+    except ValueError:
+        raise UserError(
+            f"--mix '{text}' is not a list of task=share", "use e.g. --mix multihop=0.5,grounding=0.5"
+        ) from None
+
+
 def generate(args: argparse.Namespace) -> None:
     from longblocks import build, io
     from longblocks.config import make_config
     from longblocks.render.sizing import load_counter, parse_lengths
-    from longblocks.tasks import TASKS
 
-    if args.task not in TASKS:
-        raise UserError(f"unknown task '{args.task}'", f"choose one of: {', '.join(sorted(TASKS))}")
+    extra = {"mix": _mix(args.mix)} if args.mix else {}
     cfg = make_config(
         task=args.task,
+        **extra,
         lengths=parse_lengths(args.length),
         num_examples=args.num_examples,
         hops=_int_list(args.hops, "--hops"),

@@ -14,8 +14,14 @@ MIN_HOPS, MAX_HOPS = 2, 6
 class BuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    task: Literal["multihop"] = Field(
-        "multihop", description="Task family to generate: multihop (k-hop relation chains)."
+    task: str = Field(
+        "multihop",
+        description="Task family: multihop (k-hop relation chains), grounding (cited answers, "
+        "abstention, conflicting records), longform (rubric-graded reports), or 'all' for a mix.",
+    )
+    mix: dict[str, float] = Field(
+        {"multihop": 0.4, "grounding": 0.4, "longform": 0.2},
+        description="Shares of each task when task='all' (normalised; exact counts by largest remainder).",
     )
     lengths: list[int] = Field(
         [4096],
@@ -43,6 +49,15 @@ class BuildConfig(BaseModel):
     workers: int = Field(1, ge=1, le=64, description="Processes generating worlds in parallel.")
     examples_per_world: int = Field(
         8, ge=1, description="Examples drawn from one world; more is faster, fewer is more varied."
+    )
+    unanswerable_share: float = Field(
+        0.2, ge=0, le=1, description="grounding: share of questions whose evidence is removed (abstain)."
+    )
+    conflict_share: float = Field(
+        0.3, ge=0, le=1, description="grounding: share answered by the newer of two dated records."
+    )
+    rubric_items: tuple[int, int] = Field(
+        (6, 16), description="longform: min and max atomic facts in a gold rubric."
     )
     split_fractions: tuple[float, float, float] = Field(
         (0.8, 0.1, 0.1), description="Train/validation/test shares; worlds never cross splits."
@@ -73,6 +88,28 @@ class BuildConfig(BaseModel):
         return depth
 
     @model_validator(mode="after")
+    def _tasks_exist(self) -> "BuildConfig":
+        from longblocks.tasks import TASKS  # tasks import the renderer; keep config light
+
+        names = set(self.mix) if self.task == "all" else {self.task}
+        unknown = sorted(names - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task '{unknown[0]}' (choose from {', '.join(sorted(TASKS))} or all)")
+        if self.task == "all" and (sum(self.mix.values()) <= 0 or min(self.mix.values()) < 0):
+            raise ValueError("mix shares must be non-negative with a positive sum")
+        return self
+
+    def task_params(self):
+        from longblocks.tasks import TaskParams
+
+        return TaskParams(
+            hops=tuple(self.hops),
+            unanswerable_share=self.unanswerable_share,
+            conflict_share=self.conflict_share,
+            rubric_items=self.rubric_items,
+        )
+
+    @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> "BuildConfig":
         if abs(sum(self.split_fractions) - 1) > 1e-6 or min(self.split_fractions) < 0:
             raise ValueError("split_fractions must be three non-negative shares summing to 1")
@@ -85,6 +122,7 @@ def make_config(**values) -> BuildConfig:
         return BuildConfig(**values)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
         message = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"invalid {where}: {message}", "see `longblocks generate --help`") from None
+        where = ".".join(str(p) for p in first["loc"])
+        problem = f"invalid {where}: {message}" if where else message
+        raise UserError(problem, "see `longblocks generate --help`") from None

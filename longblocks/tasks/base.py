@@ -1,10 +1,16 @@
-"""What a task is: a sampler of verifiable questions over a world graph, and the registry."""
+"""What a task is: a sampler of verifiable questions over a world graph, and the registry.
+
+Adding a task touches one module (`tasks/<name>.py`, registered with `register`) and its
+templates (`templates/<lang>/questions/<name>.jinja`, `prompt/instruction_<name>.jinja`,
+`reference/<name>.jinja`); `build.py` and `cli.py` never change.
+"""
 
 import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from longblocks.render.documents import Renderer
+from longblocks.render.documents import Document, Renderer
+from longblocks.world.graph import WorldGraph
 from longblocks.world.schema import Fact
 
 
@@ -14,27 +20,40 @@ class TaskInstance:
 
     question: str
     answer: str
-    evidence: list[Fact]  # facts the answer depends on, in reasoning order
+    evidence: list[Fact]  # facts the answer depends on, in reasoning order (may be empty)
     near: list[str]  # entity ids whose documents make the best distractors
     verification: dict[str, Any]  # Verification fields known before the context is built
     aliases: list[str] = field(default_factory=list)
     excluded: set[str] = field(default_factory=set)  # facts that must appear nowhere
+    # Task-made documents the context must hold (e.g. an older, dated record), each placed at
+    # the given relative depth; their facts need not be evidence.
+    pinned: list[tuple[Document, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class TaskParams:
-    """Knobs a task reads; the build config fills them."""
+    """Knobs tasks read; the build config fills them."""
 
     hops: tuple[int, ...] = (2, 3, 4)
+    unanswerable_share: float = 0.2  # grounding: questions whose evidence is removed
+    conflict_share: float = 0.3  # grounding: questions answered by the newer of two records
+    rubric_items: tuple[int, int] = (6, 16)  # longform: min and max atomic facts in the gold
 
 
 class Task(Protocol):
     name: str
 
-    def sample(self, renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance: ...
+    def sample(self, renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance:
+        """A well-posed instance, or raise RuntimeError if the world has none."""
+        ...
 
-    def reference(self, instance: TaskInstance, steps: list[str], language: str) -> str:
-        """The gold response, given the evidence sentences as they appear in the context."""
+    def reference(self, instance: TaskInstance, refs: list[dict], language: str) -> str:
+        """The gold response. `refs` follow `instance.evidence`: dicts with fact_id, doc_id,
+        depth and sentence (verbatim as in the context)."""
+        ...
+
+    def check(self, row: dict, graph: WorldGraph) -> list[str]:
+        """Re-derive the row's answer and verification from the graph; problems found, or []."""
         ...
 
 

@@ -90,8 +90,26 @@ class Multihop:
             )
         raise RuntimeError(f"no well-posed {params.hops}-hop question in world {graph.world.id}")
 
-    def reference(self, instance: TaskInstance, steps: list[str], language: str) -> str:
+    def reference(self, instance: TaskInstance, refs: list[dict], language: str) -> str:
+        steps = [ref["sentence"] for ref in refs]
         return render(f"{language}/reference/multihop.jinja", steps=steps, answer=instance.answer)
+
+    def check(self, row: dict, graph: WorldGraph) -> list[str]:
+        v = row["verification"]
+        problems = []
+        reached = graph.follow(v["start_entity"], v["path"])
+        if reached != {v["answer_entity"]}:
+            problems.append(
+                f"path {v['path']} from {v['start_entity']} reaches {sorted(reached)}, not one answer"
+            )
+        elif graph.entities[v["answer_entity"]].name != row["answer"]:
+            problems.append(f"answer '{row['answer']}' is not the name of {v['answer_entity']}")
+        if graph.linked(v["start_entity"], v["answer_entity"]):
+            problems.append("one fact links the start entity and the answer (a shortcut)")
+        chain = [graph.facts.get(ref["fact_id"]) for ref in v["evidence"]]
+        if None in chain or [f.relation for f in chain] != v["path"]:
+            problems.append("evidence facts do not follow the relation path")
+        return problems
 
 
 def near_entities(graph: WorldGraph, path: list[str], relations: list[str], rng: random.Random) -> list[str]:

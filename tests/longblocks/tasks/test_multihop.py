@@ -48,7 +48,7 @@ def test_question_names_no_other_entity(graph):
 
 
 def _row(graph, builder, seed=0, length=2048):
-    job = WorldJob(0, graph.world.id, graph.world.seed, "train", "en", (length,))
+    job = WorldJob(0, graph.world.id, graph.world.seed, "train", "en", (length,) * 10, ("multihop",) * 10)
     return generate_example(builder, job, seed, length, BuildConfig(lengths=[length])).model_dump()
 
 
