@@ -134,19 +134,15 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
         target=length,
         tolerance=int(length * TOLERANCE),
         rng=rng,
+        pinned=instance.pinned,
     )
-    documents = {d.doc_id: d for d in context.documents}
-    refs = []
-    for fact in instance.evidence:
-        doc_id, depth = context.depths[fact.id]
-        doc = documents[doc_id]
-        sentence = doc.sentences[doc.facts.index(fact.id)].strip()
-        refs.append({"fact_id": fact.id, "doc_id": doc_id, "depth": depth, "sentence": sentence})
+    refs = locate(context, [f.id for f in instance.evidence])
+    pinned_refs = locate(context, [doc.facts[0] for doc, _ in instance.pinned])
     verification = {
         **instance.verification,
         "answer": instance.answer,
         "aliases": instance.aliases,
-        "evidence": refs,
+        "evidence": [{k: r[k] for k in ("fact_id", "doc_id", "depth", "sentence")} for r in refs],
     }
     if verification["kind"] == "cited":
         verification["citations"] = sorted({r["doc_id"] for r in refs})
@@ -166,9 +162,23 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
         tokenizer=builder.count.counter.name,
         system=system,
         instruction=instruction,
-        reference=task.reference(instance, refs, language),
+        reference=task.reference(instance, refs + pinned_refs, language),
         verification=verification,
     )
+
+
+def locate(context, fact_ids: list[str]) -> list[dict]:
+    """Where each fact sits: fact_id, doc_id, depth, its sentence verbatim, the document's year."""
+    documents = {d.doc_id: d for d in context.documents}
+    refs = []
+    for fact_id in fact_ids:
+        doc_id, depth = context.depths[fact_id]
+        doc = documents[doc_id]
+        sentence = doc.sentences[doc.facts.index(fact_id)].strip()
+        refs.append(
+            {"fact_id": fact_id, "doc_id": doc_id, "depth": depth, "sentence": sentence, "year": doc.year}
+        )
+    return refs
 
 
 def _run(args: tuple[WorldJob, BuildConfig]) -> tuple[World, list[dict]]:

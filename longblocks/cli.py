@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     schemas = commands.add_parser("schemas", help="export the JSON Schemas of rows, worlds and configs")
     schemas.add_argument("--out", type=Path, default=Path("schemas"), help="folder to write into")
+    check = commands.add_parser("validate", help="re-check a generated dataset; exit 1 if any check fails")
+    check.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
+    check.add_argument("--tokenizer", default=None, help="local HF tokenizer dir to count with instead")
     return parser
 
 
@@ -110,17 +113,25 @@ def export_schemas(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
-COMMANDS = {"generate": generate, "schemas": export_schemas}
+def validate(args: argparse.Namespace) -> int:
+    from longblocks.validate import validate_dataset
+
+    report = validate_dataset(args.dir, tokenizer=args.tokenizer)
+    print(report.render())
+    return 0 if report.ok else 1  # failures are data problems, not usage errors (2)
+
+
+COMMANDS = {"generate": generate, "schemas": export_schemas, "validate": validate}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except UserError as error:
         print(f"longblocks: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -94,22 +94,28 @@ class ContextBuilder:
         target: int,
         tolerance: int,
         rng: random.Random,
+        pinned: list[tuple[Document, float]] = (),
     ) -> Context:
         """A prompt of `target` ± `tolerance` tokens holding each evidence fact exactly once.
 
         `messages` is the chat with `SENTINEL` where the documents go; `near` lists entities
         whose documents make the best distractors; facts in `excluded` (and the evidence
-        facts, outside their own document) appear nowhere.
+        facts, outside their own document) appear nowhere. `pinned` documents (made by the
+        task, e.g. an older dated record) are placed whole at their relative depth.
         """
         prefix, suffix = split_frame(self.count.counter, messages)
         ids = _DocIds(rng)
         hidden = excluded | {e.fact.id for e in evidence}
         placed = [(self._evidence_document(e, hidden, ids.next(), rng), e) for e in evidence]
+        placed += [
+            (doc.with_id(ids.next()), Evidence(self.graph.facts[doc.facts[0]], depth))
+            for doc, depth in pinned
+        ]
         budget = (
             target - self.count(prefix) - self.count(suffix) - sum(self.count.document(d) for d, _ in placed)
         )
         if budget < 0:
-            placed, budget = self._shrink_evidence_documents(placed, budget)
+            placed, budget = self._shrink_evidence_documents(placed, budget, hidden)
         if budget < 0:
             raise UserError(
                 f"length {target} is below what the evidence needs ({target - budget} tokens)",
@@ -117,7 +123,7 @@ class ContextBuilder:
             )
         fillers, budget = self._fill(budget, near, hidden, ids, rng)
         documents = _place(placed, fillers, self.count, rng)
-        evidence_ids = {e.fact.id for e in evidence}
+        evidence_ids = {e.fact.id for _, e in placed}
         budget -= self._absorb(budget, documents, evidence_ids, rng)
         prompt = prefix + join(documents) + suffix
         n_tokens = self.count.counter.count(prompt)
@@ -149,7 +155,7 @@ class ContextBuilder:
             return doc
         return doc.with_facts([i for i, f in enumerate(doc.facts) if f not in hidden])
 
-    def _shrink_evidence_documents(self, placed, budget: int):
+    def _shrink_evidence_documents(self, placed, budget: int, hidden: set[str]):
         """Drop non-evidence sentences from evidence documents until the budget is met.
 
         Short targets with many hops cannot hold every evidence document whole; the evidence
@@ -158,7 +164,7 @@ class ContextBuilder:
         shrunk = []
         for doc, evidence in placed:
             before = self.count.document(doc)
-            if budget < 0:
+            if budget < 0 and evidence.fact.id in hidden:  # pinned documents stay whole
                 doc = doc.with_facts([doc.facts.index(evidence.fact.id)])
             budget += before - self.count.document(doc)
             shrunk.append((doc, evidence))

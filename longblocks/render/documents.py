@@ -19,7 +19,7 @@ from functools import cache, cached_property
 
 from longblocks.render.env import TEMPLATES_DIR, environment
 from longblocks.world.entities import KIND_LISTS, lexicon
-from longblocks.world.graph import WorldGraph
+from longblocks.world.graph import LAST_YEAR, WorldGraph
 from longblocks.world.schema import Entity, EntityType, Fact
 
 GENRES: dict[EntityType, tuple[str, ...]] = {
@@ -30,6 +30,7 @@ GENRES: dict[EntityType, tuple[str, ...]] = {
     "artifact": ("registry_entry",),
 }
 MAX_FACTS_PER_DOCUMENT = 8
+_YEARS = ("year", "since", "until")  # fact attributes that are dates
 _PLAIN_VARIABLE = re.compile(r"\{\{ *(\w+) *\}\}")
 
 
@@ -82,8 +83,9 @@ class Document:
     doc_id: str
     entity: str
     genre: str
-    header: str  # " Title\nIntro." (the `[doc_id]` goes in front)
+    header: str  # " Title\nIntro. Dateline." (the `[doc_id]` goes in front)
     footer: str
+    year: int  # the date the document states (no fact in it is newer)
     facts: tuple[str, ...] = ()  # fact id per sentence
     sentences: tuple[str, ...] = ()
 
@@ -165,15 +167,6 @@ class Renderer:
     def _build_document(self, entity: str) -> Document:
         focus = self.graph.entities[entity]
         key = f"{self._seed}:{entity}"  # every choice below is a stable hash of (world, entity)
-        genres = GENRES[focus.type]
-        genre = genres[_pick(key, len(genres))]
-        values = {"name": focus.name, "kind": self.kind_word(focus), "year": focus.year}
-        title, intro, footer = (
-            _choose(variants(f"{self.language}/documents/{genre}/{part}.jinja"), f"{key}:{part}").render(
-                **values
-            )
-            for part in ("title", "intro", "footer")
-        )
         own = self.graph.outgoing(entity)
         others = sorted(
             (f for f in self.graph.facts_of(entity) if f.head != entity),
@@ -181,12 +174,32 @@ class Renderer:
         )
         facts = own + others[: max(0, MAX_FACTS_PER_DOCUMENT - len(own))]
         facts.sort(key=lambda f: _pick(f"{key}:order:{f.id}", 1 << 30))
+        newest = max([focus.year, *(v for f in facts for k, v in f.attributes.items() if k in _YEARS)])
+        year = min(LAST_YEAR, newest + _pick(f"{key}:year", 4))
+        return self.dated_document(entity, facts, year, key)
+
+    def dated_document(self, entity: str, facts: list[Fact], year: int, key: str) -> Document:
+        """A document about `entity` stating `facts` (in order), dated `year`; `key` seeds
+        the choice of genre and frame sentences."""
+        focus = self.graph.entities[entity]
+        genres = GENRES[focus.type]
+        genre = genres[_pick(key, len(genres))]
+        values = {"name": focus.name, "kind": self.kind_word(focus), "year": focus.year}
+        folder = f"{self.language}/documents/{genre}"
+        title, intro, footer = (
+            _choose(variants(f"{folder}/{part}.jinja"), f"{key}:{part}").render(**values)
+            for part in ("title", "intro", "footer")
+        )
+        dateline = _choose(variants(f"{self.language}/documents/dateline.jinja"), f"{key}:date").render(
+            year=year
+        )
         return Document(
             doc_id="",
             entity=entity,
             genre=genre,
-            header=nfc(f" {title}\n{intro}"),
+            header=nfc(f" {title}\n{intro} {dateline}"),
             footer=nfc(f" {footer}\n\n"),
+            year=year,
             facts=tuple(f.id for f in facts),
             sentences=tuple(" " + self.sentence(f, self.own_variant(f)) for f in facts),
         )

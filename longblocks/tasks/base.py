@@ -48,8 +48,9 @@ class Task(Protocol):
         ...
 
     def reference(self, instance: TaskInstance, refs: list[dict], language: str) -> str:
-        """The gold response. `refs` follow `instance.evidence`: dicts with fact_id, doc_id,
-        depth and sentence (verbatim as in the context)."""
+        """The gold response. `refs` hold one dict per evidence fact, in order, then one per
+        pinned document (its first fact): fact_id, doc_id, depth, sentence (verbatim as in
+        the context) and year (the document's date)."""
         ...
 
     def check(self, row: dict, graph: WorldGraph) -> list[str]:

@@ -118,6 +118,7 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
         add_fact("held_in", event, rng.choice(towns), year=event.year, attendees=rng.randint(20, 5000) * 10)
         if rng.random() < 0.9:
             add_fact("organised_by", event, rng.choice(companies + clubs), year=event.year)
+    _former_facts(rng, facts, entities, add_fact)
     return World.model_construct(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
 
 
@@ -161,6 +162,32 @@ def _person_facts(rng, people, towns, companies, clubs, n_roles, add_fact) -> No
             )
 
 
+def _former_facts(rng, facts, entities, add_fact) -> None:
+    """History: some current facts of changeable relations get a predecessor that ended
+    (`until`) the year the current one began, e.g. an earlier residence or employer."""
+    by_id = {e.id: e for e in entities}
+    by_type: dict[str, list[Entity]] = defaultdict(list)
+    for entity in entities:
+        by_type[entity.type].append(entity)
+    for fact in list(facts):
+        spec = RELATIONS[fact.relation]
+        if not spec.history or rng.random() >= 0.3:
+            continue
+        since = fact.attributes["since"]
+        start = since - rng.randint(3, 15)
+        previous = rng.choice(by_type[spec.tail])
+        if previous.id == fact.tail or start <= by_id[fact.head].year:
+            continue
+        attributes = {**fact.attributes, "since": start, "until": since}
+        if "role" in attributes:
+            attributes["role"] = rng.randrange(attributes["role"] + 1)
+        add_fact(fact.relation, by_id[fact.head], previous, **attributes)
+
+
+def is_former(fact: Fact) -> bool:
+    return "until" in fact.attributes
+
+
 class WorldGraph:
     """A World as a networkx MultiDiGraph (one edge per fact) with the queries tasks need."""
 
@@ -170,10 +197,13 @@ class WorldGraph:
         self.facts = {f.id: f for f in world.facts}
         self.graph = nx.MultiDiGraph()
         self.graph.add_nodes_from(self.entities)
-        for fact in world.facts:
-            self.graph.add_edge(fact.head, fact.tail, key=fact.id, relation=fact.relation)
         self._facts_by_entity: dict[str, list[Fact]] = defaultdict(list)
+        self.former: dict[str, list[Fact]] = defaultdict(list)  # head -> facts that ended
         for fact in world.facts:
+            if is_former(fact):
+                self.former[fact.head].append(fact)
+                continue
+            self.graph.add_edge(fact.head, fact.tail, key=fact.id, relation=fact.relation)
             self._facts_by_entity[fact.head].append(fact)
             self._facts_by_entity[fact.tail].append(fact)
 
@@ -196,7 +226,7 @@ class WorldGraph:
         return self.graph.has_edge(a, b) or self.graph.has_edge(b, a)
 
     def facts_of(self, entity: str) -> list[Fact]:
-        """Facts in which `entity` is head or tail, in world order."""
+        """Current facts in which `entity` is head or tail, in world order."""
         return self._facts_by_entity.get(entity, [])
 
     def outgoing(self, entity: str) -> list[Fact]:

@@ -25,19 +25,22 @@ class RelationSpec:
     attributes: tuple[str, ...]
     family: str  # family, employment, location, ownership, membership, creation, event
     symmetric: bool = False  # read both ways ("A is married to B" names B's spouse too)
+    # The tail can change over time: a world may also hold *former* facts of this relation,
+    # with an extra `until` year. Former facts are history, never part of the current graph.
+    history: bool = False
 
 
 RELATIONS: dict[str, RelationSpec] = {
     spec.name: spec
     for spec in (
         RelationSpec("born_in", "person", "place", ("year",), "location"),
-        RelationSpec("lives_in", "person", "place", ("since",), "location"),
-        RelationSpec("works_for", "person", "organisation", ("role", "since"), "employment"),
+        RelationSpec("lives_in", "person", "place", ("since",), "location", history=True),
+        RelationSpec("works_for", "person", "organisation", ("role", "since"), "employment", history=True),
         RelationSpec("married_to", "person", "person", ("year",), "family", symmetric=True),
         RelationSpec("child_of", "person", "person", (), "family"),
         RelationSpec("mentored_by", "person", "person", ("since",), "employment"),
         RelationSpec("member_of", "person", "organisation", ("since",), "membership"),
-        RelationSpec("headquartered_in", "organisation", "place", ("since",), "location"),
+        RelationSpec("headquartered_in", "organisation", "place", ("since",), "location", history=True),
         RelationSpec("founded_by", "organisation", "person", ("year",), "creation"),
         RelationSpec("subsidiary_of", "organisation", "organisation", ("year", "stake"), "ownership"),
         RelationSpec("located_in", "place", "place", (), "location"),

@@ -38,7 +38,8 @@ def test_facts_respect_relation_types_and_attributes(world, graph):
         spec = RELATIONS[fact.relation]
         assert graph.entities[fact.head].type == spec.head
         assert graph.entities[fact.tail].type == spec.tail
-        assert set(fact.attributes) == set(spec.attributes)
+        extra = {"until"} if spec.history and "until" in fact.attributes else set()
+        assert set(fact.attributes) == set(spec.attributes) | extra
         assert all(v <= 2025 for k, v in fact.attributes.items() if k in ("year", "since"))
 
 
@@ -91,3 +92,14 @@ def test_world_size_scales_with_length():
     assert WorldSize.for_length(131072).people > WorldSize.for_length(4096).people
     graph = WorldGraph(build_world("w", 1, "en", WorldSize(people=60)))
     assert len(graph.world.entities) > 60
+
+
+def test_former_facts_are_history_not_current_state(world, graph):
+    former = [f for f in world.facts if "until" in f.attributes]
+    assert former and all(RELATIONS[f.relation].history for f in former)
+    for fact in former:
+        assert fact.id in graph.facts and fact not in graph.facts_of(fact.head)
+        assert fact.attributes["since"] < fact.attributes["until"]
+        (current,) = [f for f in graph.outgoing(fact.head) if f.relation == fact.relation]
+        assert current.attributes["since"] == fact.attributes["until"] and current.tail != fact.tail
+        assert graph.step(fact.head, fact.relation) == {current.tail}

@@ -1,0 +1,277 @@
+"""The dataset card: README.md with Hub metadata, rendered from `data_cards/`, and its plots.
+
+`io.save` writes a card into every saved dataset; `publish` renders it again so the uploaded
+card names its repository. The card reads only the columns in `CARD_COLUMNS`, so it can be
+rebuilt from the parquet shards without loading the documents.
+
+The PNGs are byte-identical for the same rows, like every other output file: matplotlib's
+default style (a user's matplotlibrc is ignored), a fixed size and dpi, numpy-computed bins,
+and no "Software" tag, the only metadata matplotlib writes into a PNG.
+"""
+
+import json
+import typing
+from collections import Counter, defaultdict
+from functools import cache
+from pathlib import Path
+
+import yaml
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel
+
+from longblocks.config import BuildConfig
+from longblocks.render.env import _find
+from longblocks.row import Row, Verification
+
+CARD_COLUMNS = ("task", "length", "language", "n_tokens", "verification")
+SPLIT_ORDER = ("train", "validation", "test")
+LENGTH_PLOT, DEPTH_PLOT = "assets/length_hist.png", "assets/depth_hist.png"
+LICENSE = "cc-by-4.0"  # the worlds and prose are synthetic; attribution is the only condition
+PRETTY_NAME = "LongBlocks: verifiable long-context tasks"
+TAGS = ["long-context", "synthetic", "verifiable", "multi-hop"]
+SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
+# Flags `longblocks generate` has no option for; a card says when they differ from the default.
+NOT_ON_CLI = ("unanswerable_share", "conflict_share", "rubric_items", "split_fractions")
+COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
+DATA_CARDS_DIR = _find("data_cards")
+
+
+def write_card(
+    folder: Path, rows: dict[str, list[dict]], cfg: BuildConfig, summary: dict, repo_id: str | None = None
+) -> list[Path]:
+    """Write README.md and the two plots into `folder`; returns the paths written.
+
+    `rows` maps split -> rows (only `CARD_COLUMNS` are read); `summary` is `io.summarize(rows)`.
+    """
+    (folder / "assets").mkdir(exist_ok=True)
+    plot_lengths(rows, folder / LENGTH_PLOT)
+    plot_depths(rows, folder / DEPTH_PLOT)
+    readme = folder / "README.md"
+    readme.write_text(render_card(rows, cfg, summary, repo_id), encoding="utf-8")
+    return [readme, folder / LENGTH_PLOT, folder / DEPTH_PLOT]
+
+
+def render_card(
+    rows: dict[str, list[dict]], cfg: BuildConfig, summary: dict, repo_id: str | None = None
+) -> str:
+    """The README.md text: YAML front matter for the Hub, then the card body."""
+    all_rows = [r for split_rows in rows.values() for r in split_rows]
+    return (
+        _environment()
+        .get_template("README.md.jinja")
+        .render(
+            metadata=card_metadata(rows),
+            repo_id=repo_id,
+            splits=list(rows),
+            examples={split: len(split_rows) for split, split_rows in rows.items()},
+            summary=summary,
+            tasks=sorted({r["task"] for r in all_rows}),
+            lengths=[length_label(n) for n in sorted({r["length"] for r in all_rows})],
+            kinds=sorted({r["verification"]["kind"] for r in all_rows}),
+            tokenizers=sorted({r.get("tokenizer", "") for r in all_rows} - {""}),
+            counts=count_table(rows),
+            columns=row_columns(),
+            config=config_table(cfg),
+            command=generate_command(cfg),
+            not_on_cli=[name for name in NOT_ON_CLI if _differs_from_default(cfg, name)],
+            length_plot=LENGTH_PLOT,
+            depth_plot=DEPTH_PLOT,
+        )
+    )
+
+
+def card_metadata(rows: dict[str, list[dict]]) -> dict:
+    """The card's YAML front matter; `configs` points the viewer and `load_dataset` at the shards."""
+    languages = sorted({r["language"] for split_rows in rows.values() for r in split_rows})
+    total = sum(len(split_rows) for split_rows in rows.values())
+    return {
+        "license": LICENSE,
+        "language": languages,
+        "multilinguality": "multilingual" if len(languages) > 1 else "monolingual",
+        "task_categories": ["question-answering", "text-generation"],
+        "size_categories": [size_category(total)],
+        "annotations_creators": ["machine-generated"],
+        "language_creators": ["machine-generated"],
+        "source_datasets": ["original"],
+        "pretty_name": PRETTY_NAME,
+        "tags": TAGS,
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": split, "path": f"data/{split}-*.parquet"} for split in rows],
+            }
+        ],
+    }
+
+
+def size_category(n: int) -> str:
+    """The Hub's `size_categories` bucket for `n` examples."""
+    for limit, label in SIZE_CATEGORIES:
+        if n < limit:
+            return label
+    return "n>1M"
+
+
+def length_label(n: int) -> str:
+    """1024 -> "1k" (the `--length` spelling); other counts stay plain."""
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
+def count_table(rows: dict[str, list[dict]]) -> list[dict]:
+    """One entry per (task, length bucket, language): its count in each split and in total."""
+    counts: dict[tuple, Counter] = defaultdict(Counter)
+    for split, split_rows in rows.items():
+        for r in split_rows:
+            counts[(r["task"], r["length"], r["language"])][split] += 1
+    return [
+        {
+            "task": task,
+            "length": length_label(length),
+            "language": language,
+            "counts": [counts[(task, length, language)][split] for split in rows],
+            "total": sum(counts[(task, length, language)].values()),
+        }
+        for task, length, language in sorted(counts)
+    ]
+
+
+def row_columns() -> list[tuple[str, str, str]]:
+    """(column, type, description) for every row column, `verification.*` fields included."""
+    columns = []
+    for prefix, model in (("", Row), ("verification.", Verification)):
+        for name, field in model.model_fields.items():
+            columns.append((prefix + name, _type_name(field.annotation), _cell(field.description or "")))
+    return columns
+
+
+def _type_name(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "string"
+    if origin is list:
+        return f"list[{_type_name(typing.get_args(annotation)[0])}]"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "struct"
+    return {str: "string", int: "int", float: "float", bool: "bool"}.get(annotation, str(annotation))
+
+
+def config_table(cfg: BuildConfig) -> list[tuple[str, str, str]]:
+    """(knob, value, description) of the build config; `workers` is left out: it changes no byte."""
+    values = cfg.model_dump(mode="json")
+    return [
+        (name, _cell(json.dumps(values[name])), _cell(field.description or ""))
+        for name, field in BuildConfig.model_fields.items()
+        if name != "workers"
+    ]
+
+
+def generate_command(cfg: BuildConfig, out: str = "OUT") -> str:
+    """The `longblocks generate` command line that rebuilds this dataset (see `NOT_ON_CLI`)."""
+    depth = cfg.depth if cfg.depth == "uniform" else ",".join(f"{d:g}" for d in cfg.depth)
+    flags = [("--task", cfg.task)]
+    if cfg.task == "all":
+        flags.append(("--mix", ",".join(f"{name}={share:g}" for name, share in cfg.mix.items())))
+    flags += [
+        ("--length", ",".join(length_label(n) for n in cfg.lengths)),
+        ("--num-examples", str(cfg.num_examples)),
+        ("--hops", ",".join(str(k) for k in cfg.hops)),
+        ("--depth", depth),
+        ("--language", ",".join(cfg.languages)),
+        ("--seed", str(cfg.seed)),
+        ("--examples-per-world", str(cfg.examples_per_world)),
+    ]
+    if cfg.tokenizer is not None:
+        flags.append(("--tokenizer", cfg.tokenizer))
+    return " ".join(["longblocks generate", *(f"{flag} {value}" for flag, value in flags), "--out", out])
+
+
+def _differs_from_default(cfg: BuildConfig, name: str) -> bool:
+    return getattr(cfg, name) != BuildConfig.model_fields[name].default
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+@cache
+def _environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(str(DATA_CARDS_DIR)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["to_yaml"] = lambda data: yaml.safe_dump(
+        data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000
+    )
+    return env
+
+
+def plot_lengths(rows: dict[str, list[dict]], path: Path) -> None:
+    """Examples per length bucket (stacked by split) and the measured-vs-target length error."""
+    import numpy as np
+
+    buckets = sorted({r["length"] for split_rows in rows.values() for r in split_rows})
+    errors = [
+        100 * (r["n_tokens"] - r["length"]) / r["length"] for split_rows in rows.values() for r in split_rows
+    ]
+
+    def draw(fig) -> None:
+        per_bucket, error_hist = fig.subplots(1, 2)
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.9, wspace=0.25)
+        bottom = np.zeros(len(buckets))
+        for color, (split, split_rows) in zip(COLORS, rows.items(), strict=False):
+            counts = Counter(r["length"] for r in split_rows)
+            heights = np.array([counts[b] for b in buckets], dtype=float)
+            per_bucket.bar(range(len(buckets)), heights, bottom=bottom, color=color, label=split)
+            bottom += heights
+        per_bucket.set_xticks(range(len(buckets)), [length_label(b) for b in buckets])
+        per_bucket.set(xlabel="target prompt length (tokens)", ylabel="examples", title="Examples per length")
+        per_bucket.legend(loc="upper right", fontsize="small")
+        edges = np.linspace(-0.5, 0.5, 21)  # the ±0.5% sizing tolerance, in 0.05% bins
+        heights, _ = np.histogram(np.clip(errors, edges[0], edges[-1]), edges)
+        error_hist.bar(edges[:-1], heights, width=np.diff(edges), align="edge", color=COLORS[0])
+        error_hist.set(xlabel="measured − target (% of target)", ylabel="examples", title="Prompt length error")
+
+    _save_figure(draw, path, size=(9, 3.4))
+
+
+def plot_depths(rows: dict[str, list[dict]], path: Path) -> None:
+    """Relative depth of every evidence fact in its context, stacked by task."""
+    import numpy as np
+
+    depths: dict[str, list[float]] = defaultdict(list)
+    for split_rows in rows.values():
+        for r in split_rows:
+            depths[r["task"]].extend(e["depth"] for e in r["verification"]["evidence"])
+
+    def draw(fig) -> None:
+        ax = fig.subplots()
+        fig.subplots_adjust(left=0.11, right=0.97, bottom=0.15, top=0.9)
+        edges = np.linspace(0, 1, 21)
+        bottom = np.zeros(len(edges) - 1)
+        for color, task in zip(COLORS, sorted(depths), strict=False):
+            heights, _ = np.histogram(depths[task], edges)
+            ax.bar(edges[:-1], heights, width=np.diff(edges), bottom=bottom, align="edge", color=color, label=task)
+            bottom += heights
+        ax.set(xlabel="evidence depth (0 = start of the context, 1 = end)", ylabel="evidence facts")
+        ax.set(title="Evidence depth", xlim=(0, 1))
+        if depths:
+            ax.legend(loc="upper right", fontsize="small")
+
+    _save_figure(draw, path, size=(6, 3.4))
+
+
+def _save_figure(draw, path: Path, size: tuple[float, float]) -> None:
+    # A bare Figure (no pyplot) picks the Agg canvas for PNG and touches no global backend state.
+    import matplotlib.style
+    from matplotlib.figure import Figure
+
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=size, dpi=100)
+        draw(fig)
+        fig.savefig(path, format="png", metadata={"Software": None})

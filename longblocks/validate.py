@@ -1,0 +1,300 @@
+"""`validate_dataset(path)`: re-check a saved dataset without trusting the generator's fields.
+
+Every claim a row makes is measured again from the artifact; the checks a `Report` counts:
+- layout: `load_from_disk` gives train/validation/test; the parquet shards in data/ hold the
+  same rows; worlds/ has a valid world JSON for every `world_id`;
+- schema: rows validate against schemas/row.schema.json and the pydantic `Row`;
+- tokens: the prompt, re-templated and re-counted, equals `n_tokens`, within ±0.5% of `length`;
+- evidence: each evidence sentence occurs once in the context, inside document `[doc_id]`, at
+  its recorded token depth (±0.02); cited doc ids exist;
+- answers: the task re-derives the row from its saved world graph, and `reference` earns the
+  full reward;
+- unique: row ids are unique over all splits;
+- splits: rows sit in the split their `split` column names; no world spans two splits.
+Problems are collected in the `Report`, never printed; only a path that is no dataset at all
+(or a tokenizer that cannot be loaded) raises `UserError`.
+"""
+
+import bisect
+import json
+import logging
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import accumulate
+from pathlib import Path
+from statistics import fmean
+from typing import Any, NamedTuple
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import ValidationError
+
+from longblocks.build import SPLITS, TOLERANCE
+from longblocks.errors import UserError
+from longblocks.render.sizing import TokenCounter, load_counter
+from longblocks.rewards import SCORERS, score
+from longblocks.row import Row, prompt_messages
+from longblocks.tasks import TASKS
+from longblocks.world.graph import WorldGraph
+from longblocks.world.schema import World
+
+log = logging.getLogger(__name__)
+
+CHECKS = ("layout", "schema", "tokens", "evidence", "answers", "unique", "splits")
+DEPTH_TOLERANCE = 0.02  # recorded vs re-measured relative token depth of an evidence sentence
+REWARD_FLOOR = {"rubric": 0.99}  # the reference's minimum score by verification kind; else 1.0
+DOC_HEADER = re.compile(r"\[(D\d+)\] ")
+_PACKAGE = Path(__file__).resolve().parent
+_FIX = "pass the --out folder written by `longblocks generate`"
+
+
+class Failure(NamedTuple):
+    where: str  # row id, split name, world file or the dataset path
+    check: str  # one of CHECKS
+    reason: str
+
+
+@dataclass
+class Tally:
+    passed: int = 0
+    failed: int = 0
+
+
+@dataclass
+class Report:
+    """Per-check counts of items passed/failed, and every problem found."""
+
+    path: Path
+    rows: int = 0
+    counts: dict[str, Tally] = field(default_factory=lambda: {name: Tally() for name in CHECKS})
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def record(self, check: str, where: str, problems: list[str]) -> None:
+        tally = self.counts[check]
+        if problems:
+            tally.failed += 1
+            self.failures.extend(Failure(where, check, reason) for reason in problems)
+        else:
+            tally.passed += 1
+
+    def render(self, examples: int = 5) -> str:
+        """A table of counts, then at most `examples` failures per check."""
+        lines = [f"validate {self.path}: {self.rows} rows", f"  {'check':<9} {'passed':>7} {'failed':>7}"]
+        lines += [f"  {name:<9} {t.passed:>7} {t.failed:>7}" for name, t in self.counts.items()]
+        if self.ok:
+            return "\n".join([*lines, "OK: every check passed"])
+        lines.append(f"FAILED: {len(self.failures)} problem(s)")
+        for name in CHECKS:
+            found = [f for f in self.failures if f.check == name]
+            lines += [f"  [{name}] {f.where}: {f.reason}" for f in found[:examples]]
+            if len(found) > examples:
+                lines.append(f"  [{name}] ... and {len(found) - examples} more")
+        return "\n".join(lines)
+
+
+def validate_dataset(path: Path, tokenizer: str | None = None) -> Report:
+    """Re-check the dataset saved at `path`; `tokenizer` overrides each row's `tokenizer`."""
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file():
+        problem = "is not a dataset (no dataset_dict.json)" if path.is_dir() else "is not a directory"
+        raise UserError(f"{path} {problem if path.exists() else 'does not exist'}", _FIX)
+    report = Report(path)
+    splits = _load_splits(path, report)
+    rows = [row for split_rows in splits.values() for row in split_rows]
+    report.rows = len(rows)
+    graphs = _load_graphs(path / "worlds", {row.get("world_id") for row in rows}, report)
+    names = {tokenizer} if tokenizer else {row.get("tokenizer") for row in rows}
+    # Loaded before any row: a missing tokenizer is a usage error, not a data problem.
+    counters = {name: load_counter(name) for name in names if isinstance(name, str)}
+    validator = _row_validator()
+    for row in rows:
+        where = str(row.get("id"))
+        counter = counters.get(tokenizer or row.get("tokenizer"))
+        report.record("schema", where, _guarded(check_schema, row, validator))
+        report.record("tokens", where, _guarded(check_tokens, row, counter))
+        report.record("evidence", where, _guarded(check_evidence, row, counter))
+        report.record("answers", where, _guarded(check_answers, row, graphs.get(row.get("world_id"))))
+    _check_splits(splits, report)
+    log.info("validated %d rows of %s: %d problem(s)", len(rows), path, len(report.failures))
+    return report
+
+
+def _guarded(check: Callable[..., list[str]], row: dict, *args: Any) -> list[str]:
+    # Rows are untrusted input: a malformed one is a failure to report, not a crash.
+    try:
+        return check(row, *args)
+    except Exception as err:
+        return [f"cannot check ({type(err).__name__}: {err})"]
+
+
+def _load_splits(path: Path, report: Report) -> dict[str, list[dict]]:
+    """Rows by split, after checking the splits and that the parquet shards hold them too."""
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except Exception as err:  # datasets raises FileNotFoundError, ValueError, ArrowInvalid, ...
+        report.record("layout", str(path), [f"load_from_disk fails: {type(err).__name__}: {err}"])
+        return {}
+    problems = [f"split '{s}' is missing" for s in SPLITS if s not in dataset]
+    problems += [f"unexpected split '{s}'" for s in dataset if s not in SPLITS]
+    report.record("layout", "splits", problems)
+    splits = {split: dataset[split] for split in SPLITS if split in dataset}
+    for split, data in splits.items():
+        report.record("layout", f"data/{split}", _guarded(_check_parquet, data, path / "data", split))
+    return {split: data.to_list() for split, data in splits.items()}
+
+
+def _check_parquet(data: datasets.Dataset, folder: Path, split: str) -> list[str]:
+    shards = sorted(folder.glob(f"{split}-*.parquet"))
+    if not shards:
+        return [f"no parquet shards data/{split}-*.parquet"]
+    table, saved = pa.concat_tables(pq.read_table(s) for s in shards), data.with_format("arrow")[:]
+    if table.num_rows != saved.num_rows:
+        return [f"parquet shards hold {table.num_rows} rows, the saved dataset {saved.num_rows}"]
+    if table.column("id").to_pylist() != saved.column("id").to_pylist():
+        return ["parquet row ids differ from the saved dataset's"]
+    if not table.equals(saved):
+        return ["parquet rows differ from the saved dataset's"]
+    return []
+
+
+def _load_graphs(folder: Path, world_ids: set, report: Report) -> dict[str, WorldGraph]:
+    """The graph of every referenced world that has a valid file in worlds/."""
+    graphs = {}
+    for world_id in sorted(w for w in world_ids if isinstance(w, str)):
+        file = folder / f"{Path(world_id).name}.json"  # a row cannot point outside worlds/
+        try:
+            world = World.model_validate_json(file.read_text(encoding="utf-8"))
+            problems = [] if world.id == world_id else [f"{file.name} holds world '{world.id}'"]
+        except OSError:
+            problems = [f"world file for '{world_id}' is missing"]
+        except ValidationError as err:
+            problems = [f"invalid world: {_first_error(err)}"]
+        report.record("layout", f"worlds/{file.name}", problems)
+        if not problems:
+            graphs[world_id] = WorldGraph(world)
+    return graphs
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+
+
+def _row_validator():
+    try:
+        import jsonschema
+    except ImportError:
+        raise UserError("validate needs the jsonschema package", "pip install jsonschema") from None
+    # The committed schema (a wheel carries it as longblocks/_schemas), else the live export.
+    files = [d / "row.schema.json" for d in (_PACKAGE / "_schemas", _PACKAGE.parent / "schemas")]
+    found = [f for f in files if f.is_file()]
+    schema = json.loads(found[0].read_text(encoding="utf-8")) if found else Row.model_json_schema()
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def check_schema(row: dict, validator) -> list[str]:
+    """JSON Schema errors (at most 3), else pydantic's first error, else []."""
+    errors = sorted(validator.iter_errors(row), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [f"{'.'.join(map(str, e.absolute_path)) or 'row'}: {e.message}" for e in errors[:3]]
+    if problems:
+        return problems
+    try:
+        Row.model_validate(row)
+    except ValidationError as err:
+        return [_first_error(err)]
+    return []
+
+
+def check_tokens(row: dict, counter: TokenCounter) -> list[str]:
+    """The prompt, re-templated and counted once, must match `n_tokens` and `length`."""
+    n = counter.count(counter.chat_prompt(prompt_messages(row)))
+    problems = []
+    if n != row["n_tokens"]:
+        problems.append(f"prompt measures {n} tokens with {counter.name}, n_tokens says {row['n_tokens']}")
+    allowed = int(row["length"] * TOLERANCE)
+    if abs(n - row["length"]) > allowed:
+        problems.append(f"prompt has {n} tokens, outside length {row['length']} ± {allowed} (0.5%)")
+    return problems
+
+
+def check_evidence(row: dict, counter: TokenCounter) -> list[str]:
+    """Evidence sentences: verbatim, once, in their document, at their token depth."""
+    document, v = row["document"], row["verification"]
+    pieces = document.split("\n\n")  # one piece per document: "[D1234] Title\n..."
+    starts = list(accumulate((len(piece) + 2 for piece in pieces[:-1]), initial=0))
+    ids = [header[1] if header else None for header in map(DOC_HEADER.match, pieces)]
+    problems = [f"document at char {starts[i]} has no [D1234] header" for i, d in enumerate(ids) if d is None]
+    problems += [f"doc id {d} heads {n} documents" for d, n in sorted(Counter(ids).items()) if d and n > 1]
+    # Token sizes as the generator counts them: each document with its blank line.
+    sizes = counter.count_batch([piece + "\n\n" for piece in pieces])
+    total = sum(sizes)
+    for ref in v["evidence"]:
+        sentence, fact = ref["sentence"], ref["fact_id"]
+        n = document.count(sentence) if sentence else 0
+        if n != 1:
+            problems.append(f"evidence {fact} occurs {n} times in the document, not once: {sentence[:80]!r}")
+            continue
+        at = document.index(sentence)
+        k = bisect.bisect_right(starts, at) - 1
+        local = at - starts[k]
+        if ids[k] != ref["doc_id"] or local + len(sentence) > len(pieces[k]):
+            problems.append(f"evidence {fact} is in document {ids[k]}, not in {ref['doc_id']}")
+            continue
+        # The sentence's leading space belongs to the sentence, as in render.context.
+        before = sum(sizes[:k]) + counter.count(pieces[k][:local].removesuffix(" "))
+        depth = before / total
+        if abs(depth - ref["depth"]) > DEPTH_TOLERANCE:
+            problems.append(f"evidence {fact} sits at depth {depth:.4f}, recorded {ref['depth']}")
+    depths = [ref["depth"] for ref in v["evidence"]]
+    mean = round(fmean(depths), 4) if depths else 0.0
+    if abs(mean - row["depth"]) > 1e-3:
+        problems.append(f"row depth {row['depth']} is not the mean evidence depth {mean}")
+    problems += [f"citation {d} names no document of the context" for d in v["citations"] if d not in ids]
+    return problems
+
+
+def check_answers(row: dict, graph: WorldGraph | None) -> list[str]:
+    """The task re-derives the row from the world graph; the reference earns the full reward."""
+    if graph is None:
+        return [f"world '{row['world_id']}' has no valid file in worlds/: the answer cannot be re-derived"]
+    task = TASKS.get(row["task"])
+    if task is None:
+        return [f"unknown task '{row['task']}' (known: {', '.join(sorted(TASKS))})"]
+    v = row["verification"]
+    problems = list(task.check(row, graph))
+    if row["answer"] != v["answer"]:
+        problems.append(f"answer '{row['answer']}' differs from verification.answer '{v['answer']}'")
+    if graph.world.language != row["language"]:
+        problems.append(f"row language '{row['language']}' is not its world's '{graph.world.language}'")
+    if v["kind"] not in SCORERS:
+        return [*problems, f"no reward scores verification kind '{v['kind']}'"]
+    floor = REWARD_FLOOR.get(v["kind"], 1.0)
+    result = score(row["reference"], v)
+    if result.value < floor:
+        problems.append(f"the reference scores {result.value:.3f} ({result.status}), below {floor}")
+    return problems
+
+
+def _check_splits(splits: dict[str, list[dict]], report: Report) -> None:
+    """Ids unique over all splits; rows in their own split; every world in one split only."""
+    first_split: dict[str, str] = {}
+    world_splits: dict[str, set[str]] = defaultdict(set)
+    for split, rows in splits.items():
+        for row in rows:
+            where = str(row.get("id"))
+            seen = first_split.get(where)
+            report.record("unique", where, [f"id {where} is used again (first in {seen})"] if seen else [])
+            first_split.setdefault(where, split)
+            moved = f"stored in {split}, but its split column says {row.get('split')}"
+            report.record("splits", where, [moved] if row.get("split") != split else [])
+            world_splits[str(row.get("world_id"))].add(split)
+    for world_id, found in sorted(world_splits.items()):
+        shared = [f"world {world_id} appears in {', '.join(sorted(found))}"] if len(found) > 1 else []
+        report.record("splits", f"world {world_id}", shared)
