@@ -10,12 +10,12 @@ import math
 import multiprocessing
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from statistics import fmean
 
 from longblocks.config import BuildConfig
-from longblocks.render.context import SENTINEL, ContextBuilder, Evidence
+from longblocks.render.context import SENTINEL, ContextBuilder, Evidence, EvidenceTooLong
 from longblocks.render.documents import Renderer
 from longblocks.render.env import render
 from longblocks.render.sizing import TokenCounter, load_counter
@@ -27,6 +27,7 @@ from longblocks.world.schema import World
 SPLITS = ("train", "validation", "test")
 SOURCE = "longblocks/synthetic"
 TOLERANCE = 0.005  # ±0.5% of the target length
+MAX_REDRAWS = 8  # questions drawn per example before the length is declared too short
 
 
 @dataclass(frozen=True)
@@ -109,33 +110,44 @@ def generate_world(job: WorldJob, cfg: BuildConfig) -> tuple[World, list[dict]]:
 
 
 def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int, cfg: BuildConfig) -> Row:
-    """One row: sample a question on the graph, then size a context around its evidence."""
+    """One row: sample a question on the graph, then size a context around its evidence.
+
+    A question whose evidence does not fit the length is redrawn (a few times) before the
+    length is reported as too short: at 1k a 6-fact chain in German may not fit, a 3-fact one will.
+    """
     rng = random.Random(f"{cfg.seed}:{job.world_id}:{j}")
     task = TASKS[job.tasks[j]]
-    instance = task.sample(builder.renderer, rng, cfg.task_params())
     language = job.language
     system = render(f"{language}/prompt/system.jinja").strip()
     instruction = render(f"{language}/prompt/instruction_{task.name}.jinja").strip()
-    frame = {
-        "document": SENTINEL,
-        "question": instance.question,
-        "instruction": instruction,
-        "system": system,
-    }
     shared_depth = None if cfg.depth == "uniform" else rng.choice(cfg.depth)
-    evidence = [
-        Evidence(fact, rng.random() if shared_depth is None else shared_depth) for fact in instance.evidence
-    ]
-    context = builder.build(
-        prompt_messages(frame),
-        evidence,
-        instance.near,
-        instance.excluded,
-        target=length,
-        tolerance=int(length * TOLERANCE),
-        rng=rng,
-        pinned=instance.pinned,
-    )
+    for attempt in range(MAX_REDRAWS):
+        instance = task.sample(builder.renderer, rng, replace(cfg.task_params(), length=length))
+        frame = {
+            "document": SENTINEL,
+            "question": instance.question,
+            "instruction": instruction,
+            "system": system,
+        }
+        evidence = [
+            Evidence(fact, rng.random() if shared_depth is None else shared_depth)
+            for fact in instance.evidence
+        ]
+        try:
+            context = builder.build(
+                prompt_messages(frame),
+                evidence,
+                instance.near,
+                instance.excluded,
+                target=length,
+                tolerance=int(length * TOLERANCE),
+                rng=rng,
+                pinned=instance.pinned,
+            )
+            break
+        except EvidenceTooLong:
+            if attempt == MAX_REDRAWS - 1:
+                raise
     refs = locate(context, [f.id for f in instance.evidence])
     pinned_refs = locate(context, [doc.facts[0] for doc, _ in instance.pinned])
     verification = {

@@ -21,10 +21,10 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
 from longblocks.config import BuildConfig
-from longblocks.render.env import _find
+from longblocks.render.env import find_folder
 from longblocks.row import Row, Verification
 
-CARD_COLUMNS = ("task", "length", "language", "n_tokens", "verification")
+CARD_COLUMNS = ("task", "length", "language", "n_tokens", "tokenizer", "verification")
 SPLIT_ORDER = ("train", "validation", "test")
 LENGTH_PLOT, DEPTH_PLOT = "assets/length_hist.png", "assets/depth_hist.png"
 LICENSE = "cc-by-4.0"  # the worlds and prose are synthetic; attribution is the only condition
@@ -34,7 +34,7 @@ SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
 # Flags `longblocks generate` has no option for; a card says when they differ from the default.
 NOT_ON_CLI = ("unanswerable_share", "conflict_share", "rubric_items", "split_fractions")
 COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
-DATA_CARDS_DIR = _find("data_cards")
+DATA_CARDS_DIR = find_folder("data_cards")
 
 
 def write_card(
@@ -69,7 +69,7 @@ def render_card(
             tasks=sorted({r["task"] for r in all_rows}),
             lengths=[length_label(n) for n in sorted({r["length"] for r in all_rows})],
             kinds=sorted({r["verification"]["kind"] for r in all_rows}),
-            tokenizers=sorted({r.get("tokenizer", "") for r in all_rows} - {""}),
+            tokenizers=sorted({r["tokenizer"] for r in all_rows}),
             counts=count_table(rows),
             columns=row_columns(),
             config=config_table(cfg),
@@ -99,7 +99,12 @@ def card_metadata(rows: dict[str, list[dict]]) -> dict:
         "configs": [
             {
                 "config_name": "default",
-                "data_files": [{"split": split, "path": f"data/{split}-*.parquet"} for split in rows],
+                # An empty split is left out: `load_dataset` fails on a parquet file without rows.
+                "data_files": [
+                    {"split": split, "path": f"data/{split}-*.parquet"}
+                    for split, split_rows in rows.items()
+                    if split_rows
+                ],
             }
         ],
     }
@@ -160,7 +165,7 @@ def config_table(cfg: BuildConfig) -> list[tuple[str, str, str]]:
     """(knob, value, description) of the build config; `workers` is left out: it changes no byte."""
     values = cfg.model_dump(mode="json")
     return [
-        (name, _cell(json.dumps(values[name])), _cell(field.description or ""))
+        (name, _cell(json.dumps(values[name], sort_keys=True)), _cell(field.description or ""))
         for name, field in BuildConfig.model_fields.items()
         if name != "workers"
     ]
@@ -171,7 +176,7 @@ def generate_command(cfg: BuildConfig, out: str = "OUT") -> str:
     depth = cfg.depth if cfg.depth == "uniform" else ",".join(f"{d:g}" for d in cfg.depth)
     flags = [("--task", cfg.task)]
     if cfg.task == "all":
-        flags.append(("--mix", ",".join(f"{name}={share:g}" for name, share in cfg.mix.items())))
+        flags.append(("--mix", ",".join(f"{name}={share:g}" for name, share in sorted(cfg.mix.items()))))
     flags += [
         ("--length", ",".join(length_label(n) for n in cfg.lengths)),
         ("--num-examples", str(cfg.num_examples)),
@@ -231,11 +236,16 @@ def plot_lengths(rows: dict[str, list[dict]], path: Path) -> None:
             bottom += heights
         per_bucket.set_xticks(range(len(buckets)), [length_label(b) for b in buckets])
         per_bucket.set(xlabel="target prompt length (tokens)", ylabel="examples", title="Examples per length")
-        per_bucket.legend(loc="upper right", fontsize="small")
-        edges = np.linspace(-0.5, 0.5, 21)  # the ±0.5% sizing tolerance, in 0.05% bins
-        heights, _ = np.histogram(np.clip(errors, edges[0], edges[-1]), edges)
+        per_bucket.legend(loc="upper center", ncols=max(1, len(rows)), fontsize="small")
+        _headroom(per_bucket, bottom)
+        # The ±0.5% sizing tolerance in 0.05% bins centred on multiples of 0.05 (0 = exact).
+        edges = np.linspace(-0.525, 0.525, 22)
+        heights, _ = np.histogram(np.clip(errors, -0.5, 0.5), edges)
         error_hist.bar(edges[:-1], heights, width=np.diff(edges), align="edge", color=COLORS[0])
-        error_hist.set(xlabel="measured − target (% of target)", ylabel="examples", title="Prompt length error")
+        error_hist.set(
+            xlabel="measured − target (% of target)", ylabel="examples", title="Prompt length error"
+        )
+        _headroom(error_hist, heights)
 
     _save_figure(draw, path, size=(9, 3.4))
 
@@ -256,14 +266,31 @@ def plot_depths(rows: dict[str, list[dict]], path: Path) -> None:
         bottom = np.zeros(len(edges) - 1)
         for color, task in zip(COLORS, sorted(depths), strict=False):
             heights, _ = np.histogram(depths[task], edges)
-            ax.bar(edges[:-1], heights, width=np.diff(edges), bottom=bottom, align="edge", color=color, label=task)
+            ax.bar(
+                edges[:-1],
+                heights,
+                width=np.diff(edges),
+                bottom=bottom,
+                align="edge",
+                color=color,
+                label=task,
+            )
             bottom += heights
         ax.set(xlabel="evidence depth (0 = start of the context, 1 = end)", ylabel="evidence facts")
         ax.set(title="Evidence depth", xlim=(0, 1))
         if depths:
-            ax.legend(loc="upper right", fontsize="small")
+            ax.legend(loc="upper center", ncols=len(depths), fontsize="small")
+        _headroom(ax, bottom)
 
     _save_figure(draw, path, size=(6, 3.4))
+
+
+def _headroom(ax, heights) -> None:
+    """Integer counts on the y axis, with room above the bars for the legend."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_ylim(0, 1.3 * max(1, max(heights, default=0)))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save_figure(draw, path: Path, size: tuple[float, float]) -> None:

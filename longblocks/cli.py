@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="re-check a generated dataset; exit 1 if any check fails")
     check.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
     check.add_argument("--tokenizer", default=None, help="local HF tokenizer dir to count with instead")
+    pub = commands.add_parser("publish", help="upload a generated dataset to the Hugging Face Hub")
+    pub.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
+    pub.add_argument("--repo-id", required=True, help="Hub dataset repository, ORG/NAME")
+    pub.add_argument("--private", action="store_true", help="create the repository as private")
+    pub.add_argument("--dry-run", type=Path, metavar="OUT", help="write the repo tree to OUT; upload nothing")
     return parser
 
 
@@ -121,7 +126,18 @@ def validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1  # failures are data problems, not usage errors (2)
 
 
-COMMANDS = {"generate": generate, "schemas": export_schemas, "validate": validate}
+def publish(args: argparse.Namespace) -> None:
+    from longblocks.publish import publish as publish_dataset
+
+    done = publish_dataset(args.dir, args.repo_id, private=args.private, dry_run=args.dry_run)
+    what = f"{len(done.files)} files, {done.n_bytes / 1e6:.1f} MB"
+    if args.dry_run is not None:
+        print(f"wrote {done.location}: {what}, the tree `publish` would upload to {done.repo_id}")
+    else:
+        print(f"uploaded {what} to {done.location}")
+
+
+COMMANDS = {"generate": generate, "schemas": export_schemas, "validate": validate, "publish": publish}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ Layout of an output directory:
     data/<split>-0000i-of-0000n.parquet             the same rows as parquet shards
     worlds/<world_id>.json                          every world, to re-derive answers
     generation.json                                 the build config and a summary
+    README.md, assets/*.png                         the dataset card and its plots (`card.py`)
 
 Everything is written to a temporary sibling directory and renamed into place at the end,
 so a failed or interrupted run never leaves a partial dataset behind.
@@ -20,6 +21,7 @@ from statistics import median
 import datasets
 import pyarrow.parquet as pq
 
+from longblocks.card import write_card
 from longblocks.config import BuildConfig
 from longblocks.errors import UserError
 from longblocks.world.schema import World
@@ -46,6 +48,7 @@ FEATURES = datasets.Features(
         "reference": datasets.Value("string"),
         "verification": {
             "kind": datasets.Value("string"),
+            "variant": datasets.Value("string"),
             "answer": datasets.Value("string"),
             "aliases": _STRINGS,
             "evidence": [
@@ -122,6 +125,7 @@ def save(
         (tmp / "generation.json").write_text(
             json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
+        write_card(tmp, rows, cfg, summary)
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -33,6 +33,9 @@ class Verification(BaseModel):
     kind: Literal["exact", "cited", "abstain", "rubric"] = Field(
         description="Which reward applies: exact answer, answer with citations, abstention, rubric."
     )
+    variant: str = Field(
+        default="", description="Task sub-type, e.g. 'conflict' for grounding or 'timeline' for longform."
+    )
     answer: str = Field(description="The gold answer (an entity name), or the abstention word.")
     aliases: list[str] = Field(default_factory=list, description="Other accepted answer strings.")
     evidence: list[EvidenceRef] = Field(default_factory=list, description="Supporting facts in chain order.")

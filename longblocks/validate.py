@@ -7,10 +7,10 @@ Every claim a row makes is measured again from the artifact; the checks a `Repor
 - tokens: the prompt, re-templated and re-counted, equals `n_tokens`, within ±0.5% of `length`;
 - evidence: each evidence sentence occurs once in the context, inside document `[doc_id]`, at
   its recorded token depth (±0.02); cited doc ids exist;
-- answers: the task re-derives the row from its saved world graph, and `reference` earns the
-  full reward;
+- answers: the task re-derives the row from its saved world graph; `reference` earns full reward;
 - unique: row ids are unique over all splits;
 - splits: rows sit in the split their `split` column names; no world spans two splits.
+
 Problems are collected in the `Report`, never printed; only a path that is no dataset at all
 (or a tokenizer that cannot be loaded) raises `UserError`.
 """
@@ -28,12 +28,14 @@ from statistics import fmean
 from typing import Any, NamedTuple
 
 import datasets
+import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from longblocks.build import SPLITS, TOLERANCE
 from longblocks.errors import UserError
+from longblocks.render.env import find_folder
 from longblocks.render.sizing import TokenCounter, load_counter
 from longblocks.rewards import SCORERS, score
 from longblocks.row import Row, prompt_messages
@@ -47,7 +49,6 @@ CHECKS = ("layout", "schema", "tokens", "evidence", "answers", "unique", "splits
 DEPTH_TOLERANCE = 0.02  # recorded vs re-measured relative token depth of an evidence sentence
 REWARD_FLOOR = {"rubric": 0.99}  # the reference's minimum score by verification kind; else 1.0
 DOC_HEADER = re.compile(r"\[(D\d+)\] ")
-_PACKAGE = Path(__file__).resolve().parent
 _FIX = "pass the --out folder written by `longblocks generate`"
 
 
@@ -111,8 +112,11 @@ def validate_dataset(path: Path, tokenizer: str | None = None) -> Report:
     report.rows = len(rows)
     graphs = _load_graphs(path / "worlds", {row.get("world_id") for row in rows}, report)
     names = {tokenizer} if tokenizer else {row.get("tokenizer") for row in rows}
-    # Loaded before any row: a missing tokenizer is a usage error, not a data problem.
-    counters = {name: load_counter(name) for name in names if isinstance(name, str)}
+    # Loaded before any row: a tokenizer that cannot be loaded is a usage error, not bad data.
+    try:
+        counters = {name: load_counter(name) for name in names if isinstance(name, str)}
+    except UserError as err:
+        raise UserError(err.problem, "pass --tokenizer DIR: a local copy of the rows' tokenizer") from err
     validator = _row_validator()
     for row in rows:
         where = str(row.get("id"))
@@ -188,14 +192,8 @@ def _first_error(err: ValidationError) -> str:
 
 
 def _row_validator():
-    try:
-        import jsonschema
-    except ImportError:
-        raise UserError("validate needs the jsonschema package", "pip install jsonschema") from None
-    # The committed schema (a wheel carries it as longblocks/_schemas), else the live export.
-    files = [d / "row.schema.json" for d in (_PACKAGE / "_schemas", _PACKAGE.parent / "schemas")]
-    found = [f for f in files if f.is_file()]
-    schema = json.loads(found[0].read_text(encoding="utf-8")) if found else Row.model_json_schema()
+    # The committed schema (a wheel carries it as longblocks/_schemas), not the live export.
+    schema = json.loads((find_folder("schemas") / "row.schema.json").read_text(encoding="utf-8"))
     return jsonschema.validators.validator_for(schema)(schema)
 
 
@@ -234,7 +232,6 @@ def check_evidence(row: dict, counter: TokenCounter) -> list[str]:
     problems += [f"doc id {d} heads {n} documents" for d, n in sorted(Counter(ids).items()) if d and n > 1]
     # Token sizes as the generator counts them: each document with its blank line.
     sizes = counter.count_batch([piece + "\n\n" for piece in pieces])
-    total = sum(sizes)
     for ref in v["evidence"]:
         sentence, fact = ref["sentence"], ref["fact_id"]
         n = document.count(sentence) if sentence else 0
@@ -249,7 +246,7 @@ def check_evidence(row: dict, counter: TokenCounter) -> list[str]:
             continue
         # The sentence's leading space belongs to the sentence, as in render.context.
         before = sum(sizes[:k]) + counter.count(pieces[k][:local].removesuffix(" "))
-        depth = before / total
+        depth = before / sum(sizes)
         if abs(depth - ref["depth"]) > DEPTH_TOLERANCE:
             problems.append(f"evidence {fact} sits at depth {depth:.4f}, recorded {ref['depth']}")
     depths = [ref["depth"] for ref in v["evidence"]]
@@ -271,8 +268,6 @@ def check_answers(row: dict, graph: WorldGraph | None) -> list[str]:
     problems = list(task.check(row, graph))
     if row["answer"] != v["answer"]:
         problems.append(f"answer '{row['answer']}' differs from verification.answer '{v['answer']}'")
-    if graph.world.language != row["language"]:
-        problems.append(f"row language '{row['language']}' is not its world's '{graph.world.language}'")
     if v["kind"] not in SCORERS:
         return [*problems, f"no reward scores verification kind '{v['kind']}'"]
     floor = REWARD_FLOOR.get(v["kind"], 1.0)

@@ -26,6 +26,10 @@ MAX_SWAP_TRIES = 2000
 MAX_TRIM_MISSES = 50  # documents tried once the budget is smaller than any whole one
 
 
+class EvidenceTooLong(UserError):
+    """The evidence alone needs more tokens than the target length."""
+
+
 @dataclass
 class Evidence:
     """A fact the answer depends on and the relative depth (0..1) it should sit at."""
@@ -106,7 +110,11 @@ class ContextBuilder:
         prefix, suffix = split_frame(self.count.counter, messages)
         ids = _DocIds(rng)
         hidden = excluded | {e.fact.id for e in evidence}
-        placed = [(self._evidence_document(e, hidden, ids.next(), rng), e) for e in evidence]
+        evidence_ids = {e.fact.id for e in evidence}
+        placed = [
+            (self._evidence_document(group, hidden, ids.next(), rng), group[0])
+            for group in _by_head(evidence)
+        ]
         placed += [
             (doc.with_id(ids.next()), Evidence(self.graph.facts[doc.facts[0]], depth))
             for doc, depth in pinned
@@ -115,22 +123,22 @@ class ContextBuilder:
             target - self.count(prefix) - self.count(suffix) - sum(self.count.document(d) for d, _ in placed)
         )
         if budget < 0:
-            placed, budget = self._shrink_evidence_documents(placed, budget, hidden)
+            placed, budget = self._shrink_evidence_documents(placed, budget, evidence_ids)
         if budget < 0:
-            raise UserError(
+            raise EvidenceTooLong(
                 f"length {target} is below what the evidence needs ({target - budget} tokens)",
                 "choose a longer --length or fewer --hops",
             )
         fillers, budget = self._fill(budget, near, hidden, ids, rng)
         documents = _place(placed, fillers, self.count, rng)
-        evidence_ids = {e.fact.id for _, e in placed}
-        budget -= self._absorb(budget, documents, evidence_ids, rng)
+        budget -= self._grow(budget, documents, hidden)
+        budget -= self._absorb(budget, documents, rng)
         prompt = prefix + join(documents) + suffix
         n_tokens = self.count.counter.count(prompt)
         for _ in range(3):  # other tokenizers may not be exactly additive: re-absorb, re-count
             if n_tokens == target:
                 break
-            self._absorb(target - n_tokens, documents, evidence_ids, rng)
+            self._absorb(target - n_tokens, documents, rng)
             prompt = prefix + join(documents) + suffix
             n_tokens = self.count.counter.count(prompt)
         if abs(n_tokens - target) > tolerance:
@@ -140,22 +148,23 @@ class ContextBuilder:
             document=join(documents)[:-2],
             documents=documents,
             n_tokens=n_tokens,
-            depths=_measure_depths(documents, self.count, evidence_ids),
+            depths=_measure_depths(documents, self.count, evidence_ids | {e.fact.id for _, e in placed}),
         )
 
-    def _evidence_document(self, evidence: Evidence, hidden: set[str], doc_id: str, rng) -> Document:
-        """The head's corpus document with the evidence sentence at a random position."""
-        fact = evidence.fact
-        doc = self._without(self.renderer.document(fact.head).with_id(doc_id), hidden)
-        sentence = " " + self.renderer.sentence(fact, self.renderer.own_variant(fact))
-        return doc.with_sentence(rng.randint(0, len(doc.facts)), fact.id, sentence, insert=True)
+    def _evidence_document(self, group: list[Evidence], hidden: set[str], doc_id: str, rng) -> Document:
+        """The head's corpus document with each evidence sentence at a random position."""
+        doc = self._without(self.renderer.document(group[0].fact.head).with_id(doc_id), hidden)
+        for evidence in group:
+            sentence = self._sentence(evidence.fact.id)
+            doc = doc.with_sentence(rng.randint(0, len(doc.facts)), evidence.fact.id, sentence, insert=True)
+        return doc
 
     def _without(self, doc: Document, hidden: set[str]) -> Document:
         if hidden.isdisjoint(doc.facts):
             return doc
         return doc.with_facts([i for i, f in enumerate(doc.facts) if f not in hidden])
 
-    def _shrink_evidence_documents(self, placed, budget: int, hidden: set[str]):
+    def _shrink_evidence_documents(self, placed, budget: int, evidence_ids: set[str]):
         """Drop non-evidence sentences from evidence documents until the budget is met.
 
         Short targets with many hops cannot hold every evidence document whole; the evidence
@@ -164,8 +173,8 @@ class ContextBuilder:
         shrunk = []
         for doc, evidence in placed:
             before = self.count.document(doc)
-            if budget < 0 and evidence.fact.id in hidden:  # pinned documents stay whole
-                doc = doc.with_facts([doc.facts.index(evidence.fact.id)])
+            if budget < 0 and evidence.fact.id in evidence_ids:  # pinned documents stay whole
+                doc = doc.with_facts([i for i, f in enumerate(doc.facts) if f in evidence_ids])
             budget += before - self.count.document(doc)
             shrunk.append((doc, evidence))
         return shrunk, budget
@@ -209,32 +218,88 @@ class ContextBuilder:
         keep = reachable[max(reachable)]
         return doc.with_facts(list(keep)) if keep else None
 
-    def _absorb(self, residual: int, documents: list[Document], keep: set[str], rng) -> int:
-        """Swap paraphrases of sentences (not in `keep`) to change the total by `residual`.
-
-        Replaces documents in `documents` in place; returns the change made.
-        """
-        change = 0
-        slots = [(d, i) for d, doc in enumerate(documents) for i, f in enumerate(doc.facts) if f not in keep]
-        rng.shuffle(slots)
-        for d, i in slots[:MAX_SWAP_TRIES]:
-            need = residual - change
-            if need == 0:
+    def _grow(self, budget: int, documents: list[Document], hidden: set[str]) -> int:
+        """Fill a budget too small for another document with sentences the placed documents
+        left out (trimmed or shrunk away); a subset-sum picks them. Returns tokens added."""
+        if budget <= 0:
+            return 0
+        reachable: dict[int, tuple] = {0: ()}  # tokens added -> ((document, fact id), ...)
+        for d, doc in enumerate(documents):
+            missing = [
+                f for f in self.renderer.document(doc.entity).facts if f not in doc.facts and f not in hidden
+            ]
+            for fact_id in missing:
+                size = self.count(self._sentence(fact_id))
+                for total, picked in list(reachable.items()):
+                    if total + size <= budget and total + size not in reachable:
+                        reachable[total + size] = (*picked, (d, fact_id))
+            if budget in reachable:
                 break
+        added = max(reachable)
+        for d, fact_id in reachable[added]:
             doc = documents[d]
-            fact = self.graph.facts[doc.facts[i]]
-            current = self.count(doc.sentences[i])
-            best = None
-            for variant in range(self.renderer.n_variants(fact.relation)):
-                text = " " + self.renderer.sentence(fact, variant)
-                delta = self.count(text) - current
-                fits = delta != 0 and abs(delta) <= abs(need) and (delta > 0) == (need > 0)
-                if fits and (best is None or abs(delta) > abs(best[0])):
-                    best = (delta, text)
-            if best is not None:
-                documents[d] = doc.with_sentence(i, fact.id, best[1])
-                change += best[0]
+            documents[d] = doc.with_sentence(len(doc.facts), fact_id, self._sentence(fact_id), insert=True)
+        return added
+
+    def _sentence(self, fact_id: str) -> str:
+        fact = self.graph.facts[fact_id]
+        return " " + self.renderer.sentence(fact, self.renderer.own_variant(fact))
+
+    def _absorb(self, residual: int, documents: list[Document], rng) -> int:
+        """Swap sentence paraphrases and document frames so the total changes by `residual`
+        (or as close as possible).
+
+        A small subset-sum over the swaps' token deltas, both signs: a +9 and a -4 swap make
+        +5 when no single swap does. Swaps are visited in random order and the search stops
+        as soon as `residual` is reachable. Replaces documents in place; returns the change made.
+        """
+        if residual == 0:
+            return 0
+        # A slot is (document, sentence index) or (document, None) for the header and footer.
+        slots = [(d, i) for d, doc in enumerate(documents) for i in (None, *range(len(doc.facts)))]
+        rng.shuffle(slots)
+        limit = abs(residual) + 64
+        reachable: dict[int, tuple] = {0: ()}  # total change -> ((document, slot, new text), ...)
+        for d, i in slots[:MAX_SWAP_TRIES]:
+            options = self._swaps(documents[d], i)
+            for total, picked in list(reachable.items()):
+                for delta, text in options:
+                    if abs(total + delta) <= limit and total + delta not in reachable:
+                        reachable[total + delta] = (*picked, (d, i, text))
+            if residual in reachable:
+                break
+        change = min(reachable, key=lambda total: (abs(residual - total), abs(total)))
+        for d, i, text in reachable[change]:
+            doc = documents[d]
+            documents[d] = doc.with_frame(*text) if i is None else doc.with_sentence(i, doc.facts[i], text)
         return change
+
+    def _swaps(self, doc: Document, i: int | None) -> list[tuple[int, object]]:
+        """(token delta, replacement) for the other paraphrases of sentence i, or for the other
+        frames of the document when i is None."""
+        if i is None:
+            current = self.count(doc.header) + self.count(doc.footer)
+            return [
+                (self.count(h) + self.count(f) - current, (h, f))
+                for h, f in self.renderer.frames(doc)
+                if self.count(h) + self.count(f) != current
+            ]
+        fact = self.graph.facts[doc.facts[i]]
+        current = self.count(doc.sentences[i])
+        options = []
+        for variant in range(self.renderer.n_variants(fact.relation)):
+            text = " " + self.renderer.sentence(fact, variant)
+            if self.count(text) != current:
+                options.append((self.count(text) - current, text))
+        return options
+
+
+def _by_head(evidence: list[Evidence]) -> list[list[Evidence]]:
+    """Evidence facts grouped by head entity (first-seen order): one document states them all."""
+    groups: dict[str, list[Evidence]] = {}
+    for item in evidence:
+        groups.setdefault(item.fact.head, []).append(item)
+    return list(groups.values())
 
 
 class _DocIds:

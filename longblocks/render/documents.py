@@ -111,6 +111,9 @@ class Document:
             self, facts=tuple(self.facts[i] for i in keep), sentences=tuple(self.sentences[i] for i in keep)
         )
 
+    def with_frame(self, header: str, footer: str) -> "Document":
+        return replace(self, header=header, footer=footer)
+
     def with_sentence(self, position: int, fact_id: str, sentence: str, insert: bool = False) -> "Document":
         """Replace (or insert before) the sentence at `position`."""
         end = position if insert else position + 1
@@ -177,6 +180,15 @@ class Renderer:
         newest = max([focus.year, *(v for f in facts for k, v in f.attributes.items() if k in _YEARS)])
         year = min(LAST_YEAR, newest + _pick(f"{key}:year", 4))
         return self.dated_document(entity, facts, year, key)
+
+    def frames(self, doc: Document, n: int = 4) -> list[tuple[str, str]]:
+        """Other (header, footer) pairs for `doc`: different title, intro, dateline and footer
+        sentences, same entity and date. The sizer swaps them to land on exact lengths."""
+        frames = []
+        for k in range(n):
+            other = self.dated_document(doc.entity, [], doc.year, f"{self._seed}:{doc.entity}:frame{k}")
+            frames.append((other.header, other.footer))
+        return frames
 
     def dated_document(self, entity: str, facts: list[Fact], year: int, key: str) -> Document:
         """A document about `entity` stating `facts` (in order), dated `year`; `key` seeds

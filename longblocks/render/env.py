@@ -14,14 +14,15 @@ from jinja2.sandbox import SandboxedEnvironment
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 
-def _find(name: str) -> Path:
+def find_folder(name: str) -> Path:
+    """A top-level project folder (templates, schemas, data_cards), in a checkout or a wheel."""
     for candidate in (_PACKAGE / f"_{name}", _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"cannot find the {name}/ folder next to {_PACKAGE}")
 
 
-TEMPLATES_DIR = _find("templates")
+TEMPLATES_DIR = find_folder("templates")
 
 
 @cache

@@ -28,6 +28,7 @@ class TaskInstance:
     # Task-made documents the context must hold (e.g. an older, dated record), each placed at
     # the given relative depth; their facts need not be evidence.
     pinned: list[tuple[Document, float]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)  # task-private data for reference()
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TaskParams:
     unanswerable_share: float = 0.2  # grounding: questions whose evidence is removed
     conflict_share: float = 0.3  # grounding: questions answered by the newer of two records
     rubric_items: tuple[int, int] = (6, 16)  # longform: min and max atomic facts in the gold
+    length: int = 0  # the example's target prompt tokens (0: unknown); tasks size evidence to it
 
 
 class Task(Protocol):

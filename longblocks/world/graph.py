@@ -79,15 +79,15 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
         for _ in range(size.people)
     ]
     companies = [
-        add_entity("organisation", names.organisation(), kind_index("organisation"), rng.randint(1850, 2000))
+        add_entity("organisation", names.organisation(), kind_index("organisation"), rng.randint(1925, 2005))
         for _ in range(size.count("company"))
     ]
     clubs = [
-        add_entity("organisation", names.organisation(), kind_index("organisation"), rng.randint(1850, 1990))
+        add_entity("organisation", names.organisation(), kind_index("organisation"), rng.randint(1925, 1995))
         for _ in range(size.count("club"))
     ]
     artifacts = [
-        add_entity("artifact", names.artifact(), kind_index("artifact"), rng.randint(1600, 2010))
+        add_entity("artifact", names.artifact(), kind_index("artifact"), rng.randint(1930, 2020))
         for _ in range(size.count("artifact"))
     ]
     events = []
@@ -99,25 +99,31 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
     for town in towns:
         add_fact("located_in", town, rng.choice(regions))
     _person_facts(rng, people, towns, companies, clubs, len(words["roles"]), add_fact)
+    born_by = _BornBy(people)
     for i, org in enumerate(companies + clubs):
         add_fact("headquartered_in", org, rng.choice(towns), since=_year(org.year + rng.randint(0, 10)))
-        if rng.random() < 0.8:
-            add_fact("founded_by", org, rng.choice(people), year=org.year)
+        founders = born_by(org.year - 20)
+        if founders and rng.random() < 0.8:
+            add_fact("founded_by", org, rng.choice(founders), year=org.year)
         if i > 0 and i < len(companies) and rng.random() < 0.3:
             # Only earlier companies can own later ones: the ownership graph stays acyclic.
             owner = companies[rng.randrange(i)]
             year = _year(org.year + rng.randint(1, 30), owner.year)
             add_fact("subsidiary_of", org, owner, year=year, stake=rng.randint(51, 100))
     for artifact in artifacts:
-        if rng.random() < 0.9:
-            add_fact("created_by", artifact, rng.choice(people), year=artifact.year)
+        makers = born_by(artifact.year - 15)
+        if makers and rng.random() < 0.9:
+            add_fact("created_by", artifact, rng.choice(makers), year=artifact.year)
         if rng.random() < 0.75:
-            since = _year(max(artifact.year, 1950) + rng.randint(0, 60))
-            add_fact("owned_by", artifact, rng.choice(people), since=since, price=rng.randint(2, 900) * 100)
+            owner = rng.choice(people)
+            since = _year(artifact.year + rng.randint(0, 60), owner.year + 18)
+            add_fact("owned_by", artifact, owner, since=since, price=rng.randint(2, 900) * 100)
+    organisations = sorted(companies + clubs, key=lambda o: (o.year, o.id))
     for event in events:
         add_fact("held_in", event, rng.choice(towns), year=event.year, attendees=rng.randint(20, 5000) * 10)
-        if rng.random() < 0.9:
-            add_fact("organised_by", event, rng.choice(companies + clubs), year=event.year)
+        hosts = [o for o in organisations if o.year <= event.year]
+        if hosts and rng.random() < 0.9:
+            add_fact("organised_by", event, rng.choice(hosts), year=event.year)
     _former_facts(rng, facts, entities, add_fact)
     return World.model_construct(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
 
@@ -125,6 +131,17 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
 def _year(*earliest: int) -> int:
     """A plausible year: after every event it depends on, never after the present."""
     return min(LAST_YEAR, max(earliest))
+
+
+class _BornBy:
+    """People born in or before a year (a world's dates must be possible)."""
+
+    def __init__(self, people: list[Entity]):
+        self.people = sorted(people, key=lambda p: (p.year, p.id))
+        self.years = [p.year for p in self.people]
+
+    def __call__(self, year: int) -> list[Entity]:
+        return self.people[: bisect.bisect_right(self.years, year)]
 
 
 def _person_facts(rng, people, towns, companies, clubs, n_roles, add_fact) -> None:

@@ -44,7 +44,9 @@ def test_length_below_the_evidence_is_exit_2(capsys, tmp_path, monkeypatch):
     from longblocks.render import context
 
     monkeypatch.setattr(
-        context.ContextBuilder, "_shrink_evidence_documents", lambda self, placed, budget, hidden: (placed, budget)
+        context.ContextBuilder,
+        "_shrink_evidence_documents",
+        lambda self, placed, budget, hidden: (placed, budget),
     )
     out = tmp_path / "out"
     code, _, stderr = _run(

@@ -84,3 +84,43 @@ def test_rewards_module_is_pure_of_generator_dependencies():
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
     }
     assert imported.isdisjoint({"networkx", "faker", "jinja2", "dgrpo"})
+
+
+CITED = {"kind": "cited", "answer": "Nixonford", "aliases": [], "citations": ["D3807", "D9232"]}
+
+
+@pytest.mark.parametrize(
+    ("response", "value"),
+    [
+        ("Answer: Nixonford [D3807] [D9232]", 1.0),
+        ("Answer: Nixonford [D9232][D3807]", 1.0),
+        ("Answer: Nixonford [D3807]", 2 * 1.0 * 0.5 / 1.5),  # P=1, R=1/2
+        ("Answer: Nixonford [D3807] [D9232] [D1111] [D2222]", 2 * 0.5 * 1.0 / 1.5),  # P=1/2, R=1
+        ("Answer: Nixonford", 0.0),  # right answer, no citation
+        ("Answer: Elsewhere [D3807] [D9232]", 0.0),
+        ("Answer: unanswerable", 0.0),
+    ],
+)
+def test_cited_reward_is_correctness_times_citation_f1(response, value):
+    assert score(response, CITED).value == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    ("response", "value"),
+    [
+        ("Answer: unanswerable", 1.0),
+        ("Resposta: sem resposta", 1.0),
+        ("Antwort: Nicht beantwortbar.", 1.0),
+        ("Answer: Nixonford [D1]", 0.0),
+        ("no idea", 0.0),
+    ],
+)
+def test_abstain_reward(response, value):
+    assert score(response, {"kind": "abstain", "answer": "unanswerable"}).value == value
+
+
+def test_abstention_words_match_the_lexicons():
+    from longblocks.rewards import ABSTAIN_WORDS
+    from longblocks.world.entities import lexicon
+
+    assert tuple(lexicon(lang)["abstain"] for lang in ("en", "pt", "de")) == ABSTAIN_WORDS

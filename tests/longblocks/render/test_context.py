@@ -43,9 +43,16 @@ def test_unit_counts_add_up_to_the_exact_count(builder, graph, counter, rng):
     assert counter.chat_prompt(prompt_messages(filled)) == context.prompt
 
 
+def test_evidence_of_one_entity_shares_a_document(builder, graph, rng):
+    evidence = _evidence(graph, 3, 0.5)
+    context = builder.build(prompt_messages(FRAME), evidence, [], set(), 4096, 20, rng)
+    assert len({context.depths[e.fact.id][0] for e in evidence}) == 1
+
+
 def test_evidence_appears_once_at_its_depth(builder, graph, renderer, rng):
-    evidence = _evidence(graph, 2, 0.0)
-    evidence[1].target_depth = 0.9
+    first = graph.world.facts[0]
+    second = next(f for f in graph.world.facts if f.head != first.head and "until" not in f.attributes)
+    evidence = [Evidence(first, 0.0), Evidence(second, 0.9)]
     context = builder.build(prompt_messages(FRAME), evidence, [], set(), 8192, 40, rng)
     for item in evidence:
         sentences = [renderer.sentence(item.fact, v) for v in range(renderer.n_variants(item.fact.relation))]
