@@ -54,7 +54,18 @@ def main() -> None:
     parser.add_argument("--examples-128k", type=int, default=8)
     args = parser.parse_args()
     plan = [(8192, args.examples_8k), (32768, args.examples_32k), (131072, args.examples_128k)]
-    header = f"{'length':>7} {'workers':>7} {'examples':>8} {'ex/s':>8} {'prompt tok/s':>13} {'tokenize-only tok/s':>20} {'ratio':>6} {'max |err|':>9}"
+    columns = (
+        "length",
+        "workers",
+        "examples",
+        "ex/s",
+        "prompt tok/s",
+        "tokenize-only tok/s",
+        "ratio",
+        "max |err|",
+    )
+    widths = (7, 7, 8, 8, 13, 20, 6, 9)
+    header = " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))
     print(header)
     print("-" * len(header))
     final = None
