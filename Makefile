@@ -1,8 +1,10 @@
-# Two entry points: `make demo` (generate a dataset end to end) and `make test`.
+# Two entry points: `make demo` (generate a dataset, then a short dgrpo training run on embedded
+# tiny models) and `make test`.
 # Both create .venv on first use and install the project with the pinned torch.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= data/demo
+DEMO_RUN ?= out/demo-dgrpo
 
 .PHONY: install demo test test-all lint bench schemas
 
@@ -16,6 +18,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 demo: install
 	$(VENV)/bin/longblocks generate --task multihop --length 2k --num-examples 24 --workers 2 --out $(DEMO_DIR) --overwrite
+	rm -rf $(DEMO_RUN)
+	$(VENV)/bin/dgrpo train configs/dgrpo.yaml --set data.path=$(DEMO_DIR) run.out_dir=$(DEMO_RUN)
 
 test: install
 	$(PY) -m pytest

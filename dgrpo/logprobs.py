@@ -196,17 +196,54 @@ def logprobs_and_kl(
     chunk_size: int = 128,
     *,
     kl: Literal["reverse", "forward"] = "reverse",
-) -> tuple[torch.Tensor, torch.Tensor]:
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """`completion_logprobs` and `reverse_kl_chunked` (or `forward_kl_chunked`) in one pass.
 
     Must equal those two calls (values and gradients); the student's logits are computed once
     per chunk for both, which saves a third of the head's work (dGRPO needs both at the same
-    positions). Returns (logp [...], kl [...]).
+    positions). Returns (logp [...], kl [...]), plus the detached student entropy [...] with
+    `with_entropy`.
     """
-    logp, kl_value, _ = _head(
-        h_student, w_student, targets, h_teacher, w_teacher, temperature, chunk_size, kl
+    logp, kl_value, entropy = _head(
+        h_student, w_student, targets, h_teacher, w_teacher, temperature, chunk_size, kl, with_entropy
     )
-    return logp, kl_value
+    return (logp, kl_value, entropy) if with_entropy else (logp, kl_value)
+
+
+@torch.no_grad()
+def topk_logprobs(
+    hidden: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    k: int,
+    temperature: float = 1.0,
+    chunk_size: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest log-probs of softmax(h Wᵀ / τ) per position and their token ids, chunked.
+
+    Must equal `torch.log_softmax(hidden @ W.T / τ, -1).topk(k, -1)` (values and ids); holds
+    one [chunk_size, V] logits buffer at a time. No gradient: this is a teacher signal
+    (`reverse_kl_topk` takes the teacher's top-k at τ = 1).
+
+    Args:
+        hidden: [..., H] final-norm hidden states at completion positions.
+        lm_head_weight: [V, H]; k: how many tokens per position; chunk_size: positions per chunk.
+
+    Returns:
+        (logp [..., k] float32, ids [..., k] long), sorted by decreasing log-prob.
+    """
+    lead, flat = hidden.shape[:-1], hidden.reshape(-1, hidden.shape[-1])
+    dtype = torch.promote_types(torch.float32, torch.result_type(flat, lm_head_weight))
+    n = flat.shape[0]
+    values = flat.new_empty((n, k), dtype=dtype)
+    ids = torch.empty((n, k), dtype=torch.long, device=flat.device)
+    buf = flat.new_empty((min(chunk_size, max(n, 1)), lm_head_weight.shape[0]), dtype=dtype)
+    for i in range(0, n, chunk_size):
+        span = slice(i, min(i + chunk_size, n))
+        z = _logits_into(buf, flat[span], lm_head_weight, temperature)
+        top, ids[span] = z.topk(k, dim=-1)
+        values[span] = top - torch.logsumexp(z, dim=-1, keepdim=True)
+    return values.view(*lead, k), ids.view(*lead, k)
 
 
 def reverse_kl_chunked(

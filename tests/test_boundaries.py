@@ -9,6 +9,7 @@ ROOT = Path(__file__).parents[1]
 
 
 def _imports(package: str) -> set[str]:
+    """Every absolute module a package imports, including imports inside functions."""
     found = set()
     for path in (ROOT / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -27,7 +28,8 @@ def test_dgrpo_imports_only_rewards_and_row_from_longblocks():
     if not (ROOT / "dgrpo").exists():
         return
     used = {m for m in _imports("dgrpo") if m.split(".")[0] == "longblocks"}
-    assert used <= {"longblocks.rewards", "longblocks.row", "longblocks"}
+    # render.sizing: the embedded offline Qwen3 tokenizer, shared so both halves count alike.
+    assert used <= {"longblocks.rewards", "longblocks.row", "longblocks.render.sizing"}
 
 
 def test_importing_rewards_pulls_no_generator_dependencies():

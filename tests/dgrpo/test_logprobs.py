@@ -13,6 +13,7 @@ from dgrpo.logprobs import (
     logprobs_and_kl,
     reverse_kl_chunked,
     sequence_forward,
+    topk_logprobs,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:`gradient_checkpointing_enable` is deprecated")
@@ -150,6 +151,25 @@ def test_fused_logprobs_and_kl_match_separate_calls(head, kl):
         grads(loss, (hidden, weight), weights), grads(ref, (hidden, weight), weights), strict=True
     ):
         torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-12)
+
+
+def test_fused_entropy_matches_completion_logprobs(head):
+    hidden, weight, targets, _ = head
+    h_teacher = torch.randn(37, 16, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    logp, _, entropy = logprobs_and_kl(hidden, weight, targets, h_teacher, weight, TAU, 5, with_entropy=True)
+    ref_logp, ref_entropy = completion_logprobs(hidden, weight, targets, TAU, 7, with_entropy=True)
+    torch.testing.assert_close(logp, ref_logp, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(entropy, ref_entropy, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 100])
+def test_topk_logprobs_match_naive(head, chunk_size):
+    hidden, weight, _, _ = head
+    values, ids = topk_logprobs(hidden.view(37, 1, -1), weight, 6, TAU, chunk_size)
+    ref = torch.log_softmax(hidden.double() @ weight.double().T / TAU, -1).topk(6, -1)
+    assert values.shape == ids.shape == (37, 1, 6) and not values.requires_grad
+    assert torch.equal(ids[:, 0], ref.indices)
+    torch.testing.assert_close(values[:, 0], ref.values, rtol=1e-12, atol=1e-12)
 
 
 def test_kl_is_zero_for_identical_models_and_rejects_small_teacher_vocab():

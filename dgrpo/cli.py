@@ -1,0 +1,110 @@
+"""`dgrpo` command line: parse flags, build the config, call one library function.
+
+    dgrpo train CONFIG [--set section.key=value ...] [--resume]
+    dgrpo eval CONFIG --checkpoint DIR [--split test] [--out DIR] [--set ...]
+    dgrpo schema [--out FILE]
+
+A `UserError` from anywhere becomes one line on stderr and exit status 2; a run stopped by a
+NaN/inf loss exits 1 with the same kind of line.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from dgrpo.errors import DivergedError, UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgrpo", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train with sft, kd, grpo, opd or dgrpo (loss.method)")
+    train.add_argument("config", type=Path, help="YAML config, e.g. configs/dgrpo.yaml")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in run.out_dir"
+    )
+    evaluate = commands.add_parser("eval", help="greedy evaluation: accuracy per task, length and depth")
+    evaluate.add_argument("config", type=Path, help="YAML config (data, rollout.max_new_tokens, ...)")
+    evaluate.add_argument(
+        "--checkpoint", required=True, help="checkpoint or run directory, or a tiny model name"
+    )
+    evaluate.add_argument("--split", default="test", help="dataset split to evaluate (default: test)")
+    evaluate.add_argument("--out", type=Path, default=None, help="output folder (default: <checkpoint>/eval)")
+    for sub in (train, evaluate):
+        sub.add_argument(
+            "--set",
+            dest="overrides",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override config values, e.g. --set loss.lam=0.5 run.steps=100",
+        )
+        sub.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    schema = commands.add_parser("schema", help="print the JSON Schema of the config")
+    schema.add_argument("--out", type=Path, default=None, help="write to this file instead of stdout")
+    return parser
+
+
+def train(args: argparse.Namespace) -> None:
+    from dgrpo.checkpoint import latest
+    from dgrpo.config import load_config
+    from dgrpo.trainer import train as run_training
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = run_training(cfg, resume=args.resume)
+    print(f"{cfg.loss.method}: metrics in {run_dir}/metrics.jsonl; latest checkpoint {latest(run_dir)}")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from dgrpo.config import load_config
+    from dgrpo.evaluate import evaluate as run_eval
+
+    cfg = load_config(args.config, args.overrides)
+    report = run_eval(cfg, args.checkpoint, args.split, args.out)
+    overall = report["overall"]
+    print(
+        f"{args.split}: accuracy {overall['accuracy']:.3f}, reward {overall['reward']:.3f} on {overall['n']} "
+        f"examples ({report['skipped_long']} skipped as too long)"
+    )
+    for task, cell in report["by_task"].items():
+        print(f"  {task}: accuracy {cell['accuracy']:.3f} (n={cell['n']})")
+
+
+def export_schema(args: argparse.Namespace) -> None:
+    from dgrpo.config import TrainConfig
+
+    text = json.dumps(TrainConfig.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+
+
+COMMANDS = {"train": train, "eval": evaluate, "schema": export_schema}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("dgrpo").setLevel(logging.WARNING if quiet else logging.INFO)
+    # library chatter that is not ours: transformers' deprecation notes, datasets' progress
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        COMMANDS[args.command](args)
+    except DivergedError as error:
+        print(f"dgrpo: error: {error}", file=sys.stderr)
+        return 1
+    except UserError as error:
+        print(f"dgrpo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Rollouts: G completions per prompt (sampled, or the fixed response), scored by the rewards.
+
+A `Group` is one prompt and its completions; every later stage (teacher scoring, forward,
+loss, metrics) works on groups, so the shared prompt can run once per group. Sampling uses
+`model.generate` on G copies of the prompt (nanochat prefills once and copies the KV cache;
+on the tiny models the time is per-step overhead, so the copies cost little; see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from dgrpo.config import RolloutConfig
+from dgrpo.data import Example
+from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight
+from longblocks.rewards import score
+
+if TYPE_CHECKING:
+    from dgrpo.teacher import TeacherSignals
+
+
+@dataclass
+class Group:
+    """One prompt and its G completions; later stages fill the optional fields."""
+
+    example: Example
+    prompt_ids: torch.Tensor  # [1, P]
+    completion_ids: torch.Tensor  # [G, C] right-padded with the pad id
+    mask: torch.Tensor  # [G, C] bool: real completion tokens, the stop token included
+    truncated: torch.Tensor  # [G] bool: no stop token within max_new_tokens
+    texts: list[str]
+    rewards: torch.Tensor | None = None  # [G] from longblocks.rewards
+    statuses: list[str] | None = None  # per completion: ok / unparsable / truncated
+    loss_mask: torch.Tensor | None = None  # [G, C] tokens the loss counts (mask minus filtered rows)
+    adv: torch.Tensor | None = None  # [G] group-relative advantages A_i
+    logp_old: torch.Tensor | None = None  # [G, C] log π_old(y_t), when update_epochs > 1
+    logp_ref: torch.Tensor | None = None  # [G, C] log π_ref(y_t), when β > 0
+    teacher: TeacherSignals | None = None
+
+    @property
+    def size(self) -> int:
+        return self.completion_ids.shape[0]
+
+
+def sample_group(
+    model,
+    tokenizer,
+    example: Example,
+    cfg: RolloutConfig,
+    group_size: int,
+    *,
+    greedy: bool = False,
+) -> Group:
+    """G completions of one prompt from `model.generate`, stopped at EOS or max_new_tokens."""
+    device = model.device
+    prompt = torch.tensor([example.prompt_ids], device=device)
+    sampling = (
+        {"do_sample": False}
+        if greedy
+        else {"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k}
+    )
+    was_training = model.training
+    # eval mode: no dropout, and the KV cache stays on (checkpointing turns it off in training)
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=prompt.expand(group_size, -1),
+                attention_mask=torch.ones(group_size, prompt.shape[1], dtype=torch.long, device=device),
+                max_new_tokens=cfg.max_new_tokens,
+                eos_token_id=stop_ids(tokenizer),
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
+            )
+    finally:
+        model.train(was_training)
+    return _group(example, prompt, out[:, prompt.shape[1] :], tokenizer)
+
+
+def fixed_group(example: Example, tokenizer, device: torch.device | str = "cpu") -> Group:
+    """The example's fixed response (sft/kd) as a group of one completion."""
+    prompt = torch.tensor([example.prompt_ids], device=device)
+    return _group(example, prompt, torch.tensor([example.response_ids], device=device), tokenizer)
+
+
+def stop_ids(tokenizer) -> list[int]:
+    """Tokens that end a completion: EOS (Qwen3: <|im_end|>) and the end-of-text/pad token."""
+    return sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
+
+
+def _group(example: Example, prompt: torch.Tensor, completions: torch.Tensor, tokenizer) -> Group:
+    is_stop = torch.isin(completions, torch.tensor(stop_ids(tokenizer), device=completions.device))
+    stopped = is_stop.any(dim=1)
+    # a completion ends at its first stop token (included: the model must learn to stop)
+    first_stop = torch.where(stopped, is_stop.int().argmax(dim=1), completions.shape[1] - 1)
+    positions = torch.arange(completions.shape[1], device=completions.device)
+    mask = positions[None] <= first_stop[:, None]
+    completions = completions.masked_fill(~mask, tokenizer.pad_token_id)
+    lengths = mask.sum(1).tolist()
+    texts = [
+        tokenizer.decode(row[:n].tolist(), skip_special_tokens=True)
+        for row, n in zip(completions, lengths, strict=True)
+    ]
+    return Group(example, prompt, completions, mask, ~stopped, texts, loss_mask=mask)
+
+
+def score_group(group: Group, truncation: str) -> None:
+    """Rewards from longblocks.rewards for the row's verification kind, per rollout.truncation."""
+    flags = group.truncated.tolist()
+    scores = [
+        score(text, group.example.verification, truncated=cut and truncation != "score")
+        for text, cut in zip(group.texts, flags, strict=True)
+    ]
+    group.rewards = torch.tensor([s.value for s in scores], dtype=torch.float32)
+    group.statuses = ["truncated" if cut else s.status for s, cut in zip(scores, flags, strict=True)]
+    if truncation == "mask":  # filtered completions keep their reward for the group baseline
+        group.loss_mask = group.mask & ~group.truncated[:, None].to(group.mask.device)
+
+
+def frozen_logprobs(
+    model,
+    group: Group,
+    temperature: float,
+    chunk_size: int,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> torch.Tensor:
+    """log π(y_t) [G, C] of the group's completions under a frozen model (π_old or π_ref), at τ."""
+    with torch.no_grad():
+        with autocast():
+            hidden = group_forward(model, group.prompt_ids, group.completion_ids, group.mask, with_grad=False)
+        return completion_logprobs(
+            hidden, lm_head_weight(model), group.completion_ids, temperature, chunk_size
+        )

@@ -1,0 +1,407 @@
+"""`train(cfg)`, the loop, and `train_step`: rollout → score → forward → loss → backward → step → log.
+
+No loss math here: formulas live in `dgrpo.losses`, and which terms apply comes from the
+METHODS table (`dgrpo.config`) through `dgrpo.objective`. One code path serves all five
+methods: sft and kd "roll out" the fixed response as a group of one, grpo/opd/dgrpo sample G
+completions; every group then runs its shared prompt once (`group_forward`) and is scored on
+completion positions only, in vocabulary chunks (`dgrpo.logprobs`).
+"""
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dgrpo import checkpoint
+from dgrpo.config import TrainConfig, to_yaml
+from dgrpo.data import Batches, Prepared, apply_chat_template_override, prepare
+from dgrpo.errors import DivergedError, UserError
+from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight, logprobs_and_kl
+from dgrpo.losses import group_advantages, lambda_schedule
+from dgrpo.metrics import MetricsLogger, group_metrics, peak_memory_gb
+from dgrpo.models import (
+    autocast_factory,
+    check_compatible,
+    freeze,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    prepare_for_training,
+)
+from dgrpo.objective import (
+    Signals,
+    Weights,
+    active_terms,
+    diagnostics,
+    kl_kind,
+    objective,
+    teacher_signals,
+    uses_reference,
+)
+from dgrpo.rollout import Group, fixed_group, frozen_logprobs, sample_group, score_group
+from dgrpo.teacher import Teacher, load_teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Everything a training step reads or updates."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    names: tuple[str, ...]  # active objective terms (dgrpo.objective.TERMS)
+    temperature: float  # τ of every log-prob in the objective
+    device: torch.device
+    autocast: Callable[[], AbstractContextManager]
+    tokenizer: object
+    student: torch.nn.Module
+    teacher: Teacher | None
+    reference: torch.nn.Module | None
+    data: Prepared
+    batches: Batches
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    logger: MetricsLogger | None = None
+    step: int = 0  # completed training steps
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train until run.steps (or run.stop_after more steps); returns the run directory."""
+    run = setup(cfg, resume)
+    end = cfg.run.steps if cfg.run.stop_after is None else min(cfg.run.steps, run.step + cfg.run.stop_after)
+    try:
+        while run.step < end:
+            metrics = train_step(run)
+            run.step += 1
+            run.logger.log(run.step, metrics)
+            if run.step == end or (cfg.run.save_every and run.step % cfg.run.save_every == 0):
+                save(run)
+    finally:
+        run.logger.close()
+    return run.run_dir
+
+
+def train_step(run: Run) -> dict[str, float]:
+    """One rollout batch (grad_accum micro-batches) and optim.update_epochs updates on it."""
+    cfg, start = run.cfg, time.perf_counter()
+    micro_batches = [
+        rollout(run, [run.data.examples[i] for i in run.batches.next()]) for _ in range(cfg.optim.grad_accum)
+    ]
+    score(run, [group for micro in micro_batches for group in micro])
+    weights = step_weights(run)
+    stats: list[dict[str, Tensor]] = []
+    for _ in range(cfg.optim.update_epochs):
+        for groups in micro_batches:
+            signals = forward(run, groups)
+            loss, loss_stats = objective(run.names, signals, weights)
+            check_finite(run, {"loss": loss, **loss_stats})
+            (loss / len(micro_batches)).backward()
+            # logged values only: keep no autograd graph alive past the backward
+            stats.append({"loss": loss.detach(), **loss_stats, **diagnostics(signals, run.names)})
+        grad_norm, lr = update(run)
+    seconds = time.perf_counter() - start
+    return step_metrics(
+        run, micro_batches, stats, {"lambda": weights.lam, "lr": lr, "grad_norm": grad_norm}, seconds
+    )
+
+
+def rollout(run: Run, examples: list) -> list[Group]:
+    """G sampled completions per prompt, or the fixed response (METHODS' `samples`)."""
+    if run.cfg.terms.samples:
+        size = run.cfg.rollout.group_size
+        return [sample_group(run.student, run.tokenizer, ex, run.cfg.rollout, size) for ex in examples]
+    return [fixed_group(ex, run.tokenizer, run.device) for ex in examples]
+
+
+def score(run: Run, groups: list[Group]) -> None:
+    """Rewards and advantages, then the frozen models' signals, once per rollout batch."""
+    cfg, terms = run.cfg, run.cfg.terms
+    if terms.samples:  # rewards are scored for every sampled method (opd reports them too)
+        for group in groups:
+            score_group(group, cfg.rollout.truncation)
+        rewards = torch.cat([group.rewards for group in groups])
+        size = cfg.rollout.group_size
+        adv = (
+            group_advantages(rewards, size, cfg.loss.scale, cfg.loss.adv_eps)
+            if terms.needs_rewards
+            else torch.zeros_like(rewards)
+        )
+        for group, group_adv in zip(groups, adv.to(run.device).split(size), strict=True):
+            group.adv = group_adv
+    frozen = partial(
+        frozen_logprobs, temperature=run.temperature, chunk_size=cfg.loss.chunk_size, autocast=run.autocast
+    )
+    for group in groups:
+        if run.teacher is not None:
+            need = teacher_signals(run.names) & run.teacher.signals
+            group.teacher = run.teacher.score(
+                group.prompt_ids, group.completion_ids, group.mask, need, run.temperature
+            )
+        if run.reference is not None:
+            group.logp_ref = frozen(run.reference, group)
+        if cfg.optim.update_epochs > 1:  # samples are reused: freeze π_old before the first update
+            group.logp_old = frozen(run.student, group)
+
+
+def forward(run: Run, groups: list[Group]) -> Signals:
+    """Signals of a micro-batch: per-group signals padded to one completion length and stacked."""
+    parts = [forward_group(run, group) for group in groups]
+    return Signals(**{f.name: _stack([getattr(p, f.name) for p in parts]) for f in fields(Signals)})
+
+
+def forward_group(run: Run, group: Group) -> Signals:
+    """The student's log-probs (with gradient) on one group's completions, and what the terms
+    read from the teacher; the prompt runs once and only completion positions reach the head."""
+    cfg, teacher = run.cfg, group.teacher
+    with run.autocast():
+        hidden = group_forward(
+            run.student, group.prompt_ids, group.completion_ids, group.mask, with_grad=True
+        )
+    weight, targets, chunk = lm_head_weight(run.student), group.completion_ids, cfg.loss.chunk_size
+    kind = kl_kind(run.names)
+    if kind is not None:
+        logp, kl_teacher, entropy = logprobs_and_kl(
+            hidden,
+            weight,
+            targets,
+            teacher.hidden,
+            teacher.weight,
+            run.temperature,
+            chunk,
+            kl=kind,
+            with_entropy=True,
+        )
+    else:
+        kl_teacher = None
+        logp, entropy = completion_logprobs(
+            hidden, weight, targets, run.temperature, chunk, with_entropy=True
+        )
+    student_topk = None
+    if teacher is not None and teacher.topk_ids is not None:
+        # [G, C, K] student logits at the teacher's top-K ids as h·W[ids]: never [G, C, V] logits
+        student_topk = torch.einsum("gch,gckh->gck", hidden.float(), weight[teacher.topk_ids].float())
+    return Signals(
+        mask=group.loss_mask,
+        logp=logp,
+        entropy=entropy,
+        adv=group.adv,
+        logp_old=group.logp_old,
+        logp_ref=group.logp_ref,
+        logp_teacher=teacher.logp if teacher is not None else None,
+        kl_teacher=kl_teacher,
+        student_topk=student_topk,
+        teacher_topk_logp=teacher.topk_logp if teacher is not None else None,
+    )
+
+
+def _stack(parts: list[Tensor | None]) -> Tensor | None:
+    """Concatenate groups along rows, right-padding dim 1 (completion positions) with zeros."""
+    if any(p is None for p in parts):
+        return None
+    if parts[0].dim() == 1:
+        return torch.cat(parts)
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([F.pad(p, (0, 0) * (p.dim() - 2) + (0, width - p.shape[1])) for p in parts])
+
+
+def step_weights(run: Run) -> Weights:
+    loss = run.cfg.loss
+    return Weights(
+        lam=lambda_schedule(run.step, run.cfg.run.steps, loss.lam, loss.lam_schedule, loss.lam_warmup_steps),
+        beta=loss.beta,
+        eps_low=loss.eps_low,
+        eps_high=loss.eps_high,
+        temperature=run.temperature,
+        aggregation=loss.aggregation,
+        constant_per_row=loss.aggregation_constant or run.cfg.rollout.max_new_tokens,
+    )
+
+
+def update(run: Run) -> tuple[float, float]:
+    """Clip, optimizer step, LR schedule step; returns (grad norm before clipping, LR used)."""
+    params = [p for p in run.student.parameters() if p.requires_grad]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, run.cfg.optim.max_grad_norm or math.inf)
+    check_finite(run, {"grad_norm": grad_norm})
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return grad_norm.item(), lr
+
+
+def check_finite(run: Run, values: dict[str, Tensor]) -> None:
+    """Stop on NaN/inf before it reaches the weights; the last checkpoint stays the good one."""
+    bad = {name: value.item() for name, value in values.items() if not torch.isfinite(value).all()}
+    if bad:
+        run.optimizer.zero_grad(set_to_none=True)
+        last = checkpoint.latest(run.run_dir)
+        shown = ", ".join(f"{name}={value}" for name, value in bad.items())
+        raise DivergedError(
+            f"non-finite {shown} at step {run.step + 1}; the run stopped",
+            f"last good checkpoint: {last or 'none saved yet'} (lower optim.lr, then --resume)",
+        )
+
+
+def step_metrics(run: Run, micro_batches, stats, extra: dict, seconds: float) -> dict[str, float]:
+    groups = [group for micro in micro_batches for group in micro]
+    names = dict.fromkeys(name for entry in stats for name in entry)
+    out = {
+        name: torch.stack([entry[name] for entry in stats if name in entry]).float().mean().item()
+        for name in names
+    }
+    out |= group_metrics(groups) | extra
+    tokens = sum(group.prompt_ids.shape[1] + int(group.mask.sum()) for group in groups)
+    out |= {
+        "tokens_per_s": tokens / seconds,
+        "step_time_s": seconds,
+        "peak_memory_gb": peak_memory_gb(run.device),
+        "epoch": run.batches.epoch + run.batches.cursor / run.batches.n,
+        "data/skipped_long": run.data.skipped_long,
+        "data/skipped_response": run.data.skipped_response,
+    }
+    return out
+
+
+def save(run: Run) -> Path:
+    state = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "data": run.batches.state_dict(),
+    }
+    return checkpoint.save(
+        run.run_dir, run.step, run.student, run.tokenizer, state, to_yaml(run.cfg), run.cfg.run.keep_last
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Setup
+# ------------------------------------------------------------------------------------------
+
+
+def setup(cfg: TrainConfig, resume: bool) -> Run:
+    """Models, data, optimizer and logger; with `resume`, the newest checkpoint's full state."""
+    seed_everything(cfg.run.seed)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    run_dir = Path(cfg.run.out_dir)
+    checkpoint.clean_partial(run_dir)
+    last = checkpoint.latest(run_dir)
+    if last is not None and not resume:
+        raise UserError(
+            f"run.out_dir {run_dir} already holds checkpoints", "pass --resume or choose another run.out_dir"
+        )
+    device = pick_device(cfg.run.device)
+    autocast = autocast_factory(device, cfg.run.autocast)
+    tokenizer = load_tokenizer(cfg.model.student)
+    apply_chat_template_override(tokenizer, cfg.data)
+    student = load_model(str(last) if last else cfg.model.student, seed=cfg.run.seed, dtype=cfg.model.dtype)
+    student = student.to(device)
+    prepare_for_training(student, cfg.model.gradient_checkpointing)
+    names = active_terms(cfg.terms, cfg.loss.estimator, cfg.loss.combine, cfg.loss.beta)
+    data = prepare(
+        cfg.data,
+        tokenizer,
+        cfg.data.train_split,
+        with_response=not cfg.terms.samples,
+        with_verification=cfg.terms.needs_rewards,
+    )
+    optimizer = torch.optim.AdamW(
+        student.parameters(),
+        lr=cfg.optim.lr,
+        betas=cfg.optim.betas,
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    total = cfg.run.steps * cfg.optim.update_epochs
+    factor = partial(
+        lr_factor,
+        warmup=cfg.optim.warmup_steps,
+        total=total,
+        schedule=cfg.optim.schedule,
+        floor=cfg.optim.min_lr_ratio,
+    )
+    run = Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        names=names,
+        temperature=_temperature(cfg),
+        device=device,
+        autocast=autocast,
+        tokenizer=tokenizer,
+        student=student,
+        teacher=load_teacher(cfg, tokenizer, student, autocast, device),
+        reference=_reference(cfg, names, tokenizer, student, device),
+        data=data,
+        batches=Batches(len(data.examples), cfg.data.batch_size, cfg.run.seed, cfg.data.shuffle),
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
+    )
+    _restore(run, last)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    run.logger = MetricsLogger(
+        run_dir, cfg.run.steps, run.step, cfg.run.report_to, cfg.run.progress, cfg.model_dump(mode="json")
+    )
+    log.info(
+        "%s: terms %s, %d training rows (%d skipped as too long), starting at step %d of %d",
+        cfg.loss.method, "+".join(names), len(data.examples), data.skipped_long, run.step, cfg.run.steps,
+    )  # fmt: skip
+    return run
+
+
+def _restore(run: Run, last: Path | None) -> None:
+    """Optimizer, schedule, data cursor and RNG of a checkpoint (the model was loaded from it).
+    RNG last: everything above consumed randomness that the uninterrupted run did not."""
+    if last is None:
+        return
+    state = checkpoint.load_state(last)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.batches.load_state_dict(state["data"])
+    run.step = int(state["step"])
+    checkpoint.set_rng_state(state["rng"])
+    log.info("resumed from %s", last)
+
+
+def _temperature(cfg: TrainConfig) -> float:
+    """τ of the objective's log-probs: the sampling τ for sampled methods, kd's τ, else 1."""
+    if cfg.terms.samples:
+        return cfg.rollout.temperature
+    return cfg.loss.kd_temperature if cfg.terms.kd else 1.0
+
+
+def _reference(cfg: TrainConfig, names, tokenizer, student, device) -> torch.nn.Module | None:
+    """π_ref for the β term: model.reference, or the student's initial weights, frozen."""
+    if not uses_reference(names):
+        return None
+    source = cfg.model.reference or cfg.model.student
+    reference = load_model(source, seed=cfg.run.seed, dtype=cfg.model.dtype).to(device)
+    check_compatible(tokenizer, load_tokenizer(source), student, reference, role="reference")
+    return freeze(reference)
+
+
+def lr_factor(step: int, *, warmup: int, total: int, schedule: str, floor: float) -> float:
+    """LR multiplier at optimizer step `step` (0-based): linear warmup to 1 over `warmup` steps,
+    then cosine/linear decay to `floor` at `total`, or constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+    decay = {"cosine": 0.5 * (1 + math.cos(math.pi * progress)), "linear": 1 - progress, "constant": 1.0}
+    return floor + (1 - floor) * decay[schedule]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

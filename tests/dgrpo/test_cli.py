@@ -1,0 +1,85 @@
+"""The `dgrpo` command: exit status 2 and one line naming the field for every bad input."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dgrpo.cli import main
+from dgrpo.models import build_tiny, embedded_tokenizer
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+@pytest.fixture
+def write_config(tmp_path, make_run_values):
+    def write(method="dgrpo", text=None, **sections):
+        path = tmp_path / "config.yaml"
+        path.write_text(text if text is not None else yaml.safe_dump(make_run_values(method, **sections)))
+        return str(path)
+
+    return write
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+def error_line(capsys, *argv) -> str:
+    code, line = run_cli(capsys, *argv)
+    assert code == 2
+    assert line.startswith("dgrpo: error: ")
+    return line
+
+
+def mismatched_teacher(tmp_path) -> str:
+    path = tmp_path / "other-teacher"
+    build_tiny("tiny-qwen3", 0).save_pretrained(path)
+    embedded_tokenizer().save_pretrained(path)
+    config = path / "tokenizer_config.json"
+    config.write_text(config.read_text().replace('"eos_token": "<|im_end|>"', '"eos_token": "<|endoftext|>"'))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "expected"),
+    [
+        ("loss: {method: sft\n", [], "cannot parse"),
+        ("loss:\n  methd: sft\n", [], "unknown key 'loss.methd'; did you mean 'loss.method'?"),
+        (None, ["loss.method=ppo"], "invalid loss.method ('ppo')"),
+        (None, ["teacher.model=null"], "teacher.model is required for method 'dgrpo'"),
+        (None, ["rollout.group_size=1"], "rollout.group_size is 1 but method 'dgrpo' needs >= 2"),
+        (None, ["data.columns.document=body"], "data.columns.document names column 'body'"),
+        (None, ["data.path=/no/such/data"], "cannot load dataset '/no/such/data'"),
+        (None, ["loss.method=sft", "data.response_field=response_x"], "has no column for field 'response_x'"),
+        (None, ["model.student=/no/such/model"], "cannot load model '/no/such/model'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, write_config, text, overrides, expected):
+    line = error_line(capsys, "train", write_config(text=text), *(["--set", *overrides] if overrides else []))
+    assert expected in line
+
+
+def test_tokenizer_mismatch_exits_2(capsys, write_config, tmp_path):
+    line = error_line(
+        capsys, "train", write_config(), "--set", f"teacher.model={mismatched_teacher(tmp_path)}"
+    )
+    assert "teacher eos_token '<|endoftext|>' differs from the student's '<|im_end|>'" in line
+
+
+def test_train_then_eval(capsys, write_config, tmp_path):
+    config = write_config("sft", run={"steps": 1})
+    assert main(["train", config, "--quiet"]) == 0
+    run_dir = yaml.safe_load(Path(config).read_text())["run"]["out_dir"]
+    assert "checkpoints" in capsys.readouterr().out
+    eval_args = ["--split", "test", "--quiet", "--set", "data.max_prompt_tokens=4096"]
+    assert main(["eval", config, "--checkpoint", run_dir, *eval_args]) == 0
+    assert capsys.readouterr().out.startswith("test: accuracy 0.000")
+    assert (Path(run_dir) / "checkpoints" / "step-000001" / "eval" / "test.json").is_file()
+
+
+def test_schema_command(capsys, tmp_path):
+    assert main(["schema", "--out", str(tmp_path / "s.json")]) == 0
+    assert '"LossConfig"' in (tmp_path / "s.json").read_text()
