@@ -154,6 +154,12 @@ class RolloutConfig(Section):
     max_new_tokens: int = Field(
         64, ge=1, description="Completion budget; a completion without EOS by then is flagged truncated."
     )
+    min_new_tokens: int = Field(
+        0,
+        ge=0,
+        description="EOS is blocked until this many tokens exist (0: off). Benchmarks set it to "
+        "max_new_tokens so every trainer does the same work; leave 0 for training.",
+    )
     truncation: Literal["zero", "score", "mask"] = Field(
         "zero",
         description="Truncated completions: 'zero' scores them 0 (longblocks.rewards' rule); 'score' "

@@ -24,7 +24,8 @@ TINY_VOCAB = 151936  # Qwen3's embedding rows: its 151,669 tokens padded up to a
 _TINY_COMMON = dict(num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
 TINY_MODELS: dict[str, dict] = {
     "tiny-qwen3": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, **_TINY_COMMON),
-    "tiny-qwen3-teacher": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, **_TINY_COMMON),
+    # The student's architecture, twice as deep (the benchmarks compare against this teacher).
+    "tiny-qwen3-teacher": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, **_TINY_COMMON),
 }
 _SOURCE_FIX = (
     f"use a local Hugging Face model directory, a dgrpo run directory or one of {', '.join(TINY_MODELS)}"

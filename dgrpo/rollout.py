@@ -1,9 +1,10 @@
 """Rollouts: G completions per prompt (sampled, or the fixed response), scored by the rewards.
 
 A `Group` is one prompt and its completions; every later stage (teacher scoring, forward,
-loss, metrics) works on groups, so the shared prompt can run once per group. Sampling uses
-`model.generate` on G copies of the prompt (nanochat prefills once and copies the KV cache;
-on the tiny models the time is per-step overhead, so the copies cost little; see DESIGN.md).
+loss, metrics) works on groups, so the shared prompt can run once per group. Sampling prefills
+the prompt once at batch size 1 and repeats its KV cache G times before `model.generate`
+(nanochat's `KVCache.prefill`): the same tokens as generating from G copies of the prompt,
+without G prompt forwards (16k prompt, G=8, tiny model: 18 s -> 2.7 s for the prefill-bound part).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from transformers import DynamicCache
 
 from dgrpo.config import RolloutConfig
 from dgrpo.data import Example
@@ -72,7 +74,9 @@ def sample_group(
             out = model.generate(
                 input_ids=prompt.expand(group_size, -1),
                 attention_mask=torch.ones(group_size, prompt.shape[1], dtype=torch.long, device=device),
+                cache=shared_prompt_cache(model, prompt, group_size),
                 max_new_tokens=cfg.max_new_tokens,
+                min_new_tokens=cfg.min_new_tokens,
                 eos_token_id=stop_ids(tokenizer),
                 pad_token_id=tokenizer.pad_token_id,
                 **sampling,
@@ -80,6 +84,19 @@ def sample_group(
     finally:
         model.train(was_training)
     return _group(example, prompt, out[:, prompt.shape[1] :], tokenizer)
+
+
+def shared_prompt_cache(model, prompt: torch.Tensor, group_size: int) -> DynamicCache:
+    """The KV cache of prompt[:, :-1] computed once, repeated for `group_size` rows.
+
+    `generate` then runs only the last prompt token and the completions. Naive equivalent:
+    `generate(input_ids=prompt.expand(G, -1))`, which runs the whole prompt G times. The base
+    model is called (not the LM head): no [P × V] logits for the prompt.
+    """
+    cache = DynamicCache(config=model.config)
+    model.base_model(input_ids=prompt[:, :-1], cache=cache, use_cache=True)
+    cache.batch_repeat_interleave(group_size)
+    return cache
 
 
 def fixed_group(example: Example, tokenizer, device: torch.device | str = "cpu") -> Group:

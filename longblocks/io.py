@@ -115,7 +115,9 @@ def save(
     try:
         tmp.mkdir(parents=True)
         dataset = to_dataset_dict(rows)
-        dataset.save_to_disk(str(tmp))
+        # One shard per split, also for an empty split (datasets writes none by default and
+        # load_from_disk then fails).
+        dataset.save_to_disk(str(tmp), num_shards={split: 1 for split in dataset})
         _write_parquet(dataset, tmp / "data")
         (tmp / "worlds").mkdir()
         for world in worlds:

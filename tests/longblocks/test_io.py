@@ -97,3 +97,10 @@ def test_config_is_recorded(saved, tiny_config):
 
     meta = json.loads((saved / "generation.json").read_text())
     assert BuildConfig(**meta["config"]) == tiny_config
+
+
+def test_an_empty_split_still_loads(tmp_path):
+    cfg = BuildConfig(lengths=[1024], num_examples=2)
+    io.save(*build(cfg), cfg, tmp_path / "out", overwrite=False)
+    loaded = datasets.load_from_disk(str(tmp_path / "out"))
+    assert len(loaded["train"]) == 2 and len(loaded["validation"]) == 0 and len(loaded["test"]) == 0
