@@ -39,36 +39,11 @@ import transformers  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dgrpo.models import build_tiny  # noqa: E402  (the very models dgrpo trains)
 from longblocks.render.sizing import build_qwen3_tokenizer  # noqa: E402
 
-VOCAB = 151_936  # Qwen3's embedding rows: its 151,669 tokens padded to a multiple of 128
-TINY = dict(
-    vocab_size=VOCAB,
-    hidden_size=64,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    max_position_embeddings=131072,
-    tie_word_embeddings=True,
-)
-STUDENT_LAYERS, TEACHER_LAYERS = 2, 4
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)  # the driver sets it for both trainers
 _WORD = re.compile(r"Ġ[a-z]{3,8}")  # byte-level BPE: Ġ is the leading space
-
-
-def build_model(num_layers: int, seed: int, tokenizer) -> transformers.Qwen3ForCausalLM:
-    """The tiny Qwen3 with `num_layers` layers, initialised from `seed` (global RNG untouched)."""
-    config = transformers.Qwen3Config(
-        num_hidden_layers=num_layers,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-        **TINY,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return transformers.Qwen3ForCausalLM(config)
 
 
 def build_prompt(tokenizer, length: int, seed: int) -> str:
@@ -137,7 +112,7 @@ def build_trainer(args, tokenizer, output_dir: str, timer: StepTimer):
     from trl import DistillationConfig, DistillationTrainer, GRPOConfig, GRPOTrainer
 
     prompt = build_prompt(tokenizer, args.prompt_len, args.seed)
-    student = build_model(STUDENT_LAYERS, args.seed, tokenizer)
+    student = build_tiny("tiny-qwen3", args.seed)
     if args.trainer == "grpo":
         config = GRPOConfig(num_generations=args.group, **common_args(args, output_dir))
         return GRPOTrainer(
@@ -148,7 +123,7 @@ def build_trainer(args, tokenizer, output_dir: str, timer: StepTimer):
             processing_class=tokenizer,
             callbacks=[timer],
         )
-    teacher = build_model(TEACHER_LAYERS, args.seed + 1, tokenizer)
+    teacher = build_tiny("tiny-qwen3-teacher", args.seed + 1)
     config = DistillationConfig(**common_args(args, output_dir))
     return DistillationTrainer(
         model=student,
