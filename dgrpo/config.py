@@ -69,7 +69,7 @@ class ModelConfig(Section):
         "memory-bound GPU runs; log-probs and KL are still accumulated in float32.",
     )
     gradient_checkpointing: bool = Field(
-        False,
+        True,
         description="Recompute each decoder layer's activations during backward: memory for long prompts "
         "drops from O(layers × tokens) activations to one layer's, for ~30% more compute.",
     )
