@@ -46,8 +46,8 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
     facts: list[Fact] = []
 
     def add_entity(type_: EntityType, name: str, kind: int, year: int) -> Entity:
-        # model_construct: these values are made here, not read from outside; skip validation.
-        entity = Entity.model_construct(
+        # trusted: these values are made here, not read from outside; skip validation.
+        entity = Entity.trusted(
             id=f"{type_}:{len(entities)}", type=type_, name=name, kind=kind, year=year, aliases=[]
         )
         entities.append(entity)
@@ -55,7 +55,7 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
 
     def add_fact(relation: str, head: Entity, tail: Entity, **attributes: int) -> None:
         facts.append(
-            Fact.model_construct(
+            Fact.trusted(
                 id=f"f{len(facts)}", relation=relation, head=head.id, tail=tail.id, attributes=attributes
             )
         )
@@ -125,7 +125,7 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
         if hosts and rng.random() < 0.9:
             add_fact("organised_by", event, rng.choice(hosts), year=event.year)
     _former_facts(rng, facts, entities, add_fact)
-    return World.model_construct(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
+    return World.trusted(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
 
 
 def _year(*earliest: int) -> int:

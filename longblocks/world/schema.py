@@ -7,7 +7,7 @@ and which attributes each fact carries.
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,7 +52,23 @@ RELATIONS: dict[str, RelationSpec] = {
 }
 
 
-class Entity(BaseModel):
+class _Trusted(BaseModel):
+    """A model that can also be made from values this package produced itself."""
+
+    @classmethod
+    def trusted(cls, **values: Any) -> Self:
+        """`model_construct` with every field given: no alias or default handling, ~5x
+        faster. A world makes ~10^4 entities and facts, so this is its largest cost after
+        the RNG draws."""
+        model = cls.__new__(cls)
+        object.__setattr__(model, "__dict__", values)
+        object.__setattr__(model, "__pydantic_fields_set__", set(values))
+        object.__setattr__(model, "__pydantic_extra__", None)
+        object.__setattr__(model, "__pydantic_private__", None)
+        return model
+
+
+class Entity(_Trusted):
     """A fictional entity. `kind` is a lexicon key index (language-neutral), `year` the
     year that anchors it (birth, founding, creation, event; for places a record year)."""
 
@@ -66,7 +82,7 @@ class Entity(BaseModel):
     aliases: list[str] = Field(default_factory=list, description="Other accepted answer forms.")
 
 
-class Fact(BaseModel):
+class Fact(_Trusted):
     """One relation instance head → tail with its attributes (years, quantities, role index)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,7 +94,7 @@ class Fact(BaseModel):
     attributes: dict[str, int] = Field(default_factory=dict)
 
 
-class World(BaseModel):
+class World(_Trusted):
     """A seeded world: entities and facts, plus what is needed to rebuild it exactly."""
 
     model_config = ConfigDict(extra="forbid")
@@ -88,3 +104,22 @@ class World(BaseModel):
     language: str
     entities: list[Entity]
     facts: list[Fact]
+
+    def __reduce__(self):
+        # Worlds travel from worker processes to the parent: plain tuples pickle ~10x faster
+        # than pydantic's per-model state dicts.
+        entities = [(e.id, e.type, e.name, e.kind, e.year, e.aliases) for e in self.entities]
+        facts = [(f.id, f.relation, f.head, f.tail, f.attributes) for f in self.facts]
+        return _unpickle_world, (self.id, self.seed, self.language, entities, facts)
+
+
+def _unpickle_world(id: str, seed: int, language: str, entities: list[tuple], facts: list[tuple]) -> World:
+    return World.trusted(
+        id=id,
+        seed=seed,
+        language=language,
+        entities=[
+            Entity.trusted(id=i, type=t, name=n, kind=k, year=y, aliases=a) for i, t, n, k, y, a in entities
+        ],
+        facts=[Fact.trusted(id=i, relation=r, head=h, tail=t, attributes=a) for i, r, h, t, a in facts],
+    )

@@ -1,4 +1,5 @@
 import json
+import pickle
 from collections import Counter
 
 import jsonschema
@@ -103,3 +104,18 @@ def test_former_facts_are_history_not_current_state(world, graph):
         (current,) = [f for f in graph.outgoing(fact.head) if f.relation == fact.relation]
         assert current.attributes["since"] == fact.attributes["until"] and current.tail != fact.tail
         assert graph.step(fact.head, fact.relation) == {current.tail}
+
+
+def test_trusted_models_equal_validated_ones(world):
+    """`trusted` skips validation only: the models equal (and dump like) validated ones."""
+    validated = World.model_validate_json(world.model_dump_json())
+    assert validated == world
+    assert validated.model_dump_json() == world.model_dump_json()
+    assert validated.entities[0].model_fields_set == world.entities[0].model_fields_set
+    assert repr(validated.facts[0]) == repr(world.facts[0])
+
+
+def test_world_pickles_to_an_equal_world(world):
+    clone = pickle.loads(pickle.dumps(world))
+    assert clone == world
+    assert clone.model_dump_json() == world.model_dump_json()
