@@ -22,6 +22,8 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from dgrpo.attention import use_shared_prefix_attention
+
 # --------------------------------------------------------------------------------------------
 # Chunked log-probs and KL
 # --------------------------------------------------------------------------------------------
@@ -319,25 +321,6 @@ class _PromptKV(DynamicLayer):
         return key_states, value_states
 
 
-class _SharedPrefixKV(DynamicLayer):
-    """Read-only cache layer: returns [prompt K/V broadcast to G rows ++ the completions' K/V].
-
-    The prompt K/V are held once and `expand`ed (a view, no copy) to the G completion rows;
-    the concatenation for attention is transient per layer. Nothing is stored, so a
-    gradient-checkpoint replay of a completion layer sees exactly what the first pass saw.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
-        super().__init__()
-        self.device, self.keys, self.values, self.is_initialized = keys.device, keys, values, True
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        rows = (key_states.shape[0], -1, -1, -1)
-        keys = torch.cat([self.keys.expand(rows), key_states], dim=-2)
-        values = torch.cat([self.values.expand(rows), value_states], dim=-2)
-        return keys, values
-
-
 @contextmanager
 def _cache_through_checkpointing(model: torch.nn.Module) -> Iterator[None]:
     """Let checkpointed decoder layers keep our cache (transformers drops any cache there, since
@@ -357,6 +340,23 @@ def _cache_through_checkpointing(model: torch.nn.Module) -> Iterator[None]:
                 m._can_checkpoint_with_cache = old
 
 
+def prompt_forward(decoder: torch.nn.Module, prompt_ids: torch.Tensor):
+    """Run a [1, P] prompt once: (final-norm hidden states [1, P, H], per-layer (K, V) [1, kv, P, d]).
+
+    The K/V are what `shared_prefix=` takes (dgrpo.attention); with gradients enabled they stay
+    in the autograd graph, so gradients from every completion reach the prompt's computation.
+    """
+    layers = [_PromptKV() for _ in range(decoder.config.num_hidden_layers)]
+    with _cache_through_checkpointing(decoder):
+        hidden = decoder(
+            input_ids=prompt_ids,
+            position_ids=torch.arange(prompt_ids.shape[1], device=prompt_ids.device)[None],
+            cache=Cache(layers=layers),
+            use_cache=False,
+        ).last_hidden_state
+    return hidden, [(layer.keys, layer.values) for layer in layers]
+
+
 def group_forward(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
@@ -372,11 +372,11 @@ def group_forward(
     for each row g (n_g = completion_mask[g].sum()).
 
     The prompt runs once at batch size 1 (with gradients when `with_grad`); its per-layer K/V
-    are kept once and broadcast to the G rows, and the completions run as one batch with
-    position ids P, P+1, ... attending to them. Gradients from every completion flow back
-    through the shared K/V into the prompt's computation. `model.gradient_checkpointing_enable()`
-    works (transformers' default non-reentrant checkpointing; a reentrant one would cut the
-    gradient into the prompt and raises).
+    are kept once, never repeated per row, and the completions run as one batch with position
+    ids P, P+1, ... attending to them through `dgrpo.attention.prefix_attention`. Gradients
+    from every completion flow back through the shared K/V into the prompt's computation.
+    `model.gradient_checkpointing_enable()` works (transformers' default non-reentrant
+    checkpointing; a reentrant one would cut the gradient into the prompt and raises).
 
     Args:
         model: a HF causal LM (or its base model); its lm_head is applied by the caller with
@@ -398,17 +398,12 @@ def group_forward(
     if (mask[:, 1:] & ~mask[:, :-1]).any():
         raise ValueError("completion_mask must be right-padded (ones, then zeros)")
     decoder = model.base_model  # final-norm hidden states; `model.model` for *ForCausalLM
+    use_shared_prefix_attention(decoder)
     n_prompt, (n_rows, n_completion) = prompt_ids.shape[1], completion_ids.shape
-    with torch.set_grad_enabled(with_grad), _cache_through_checkpointing(decoder):
-        prompt_cache = Cache(layers=[_PromptKV() for _ in range(decoder.config.num_hidden_layers)])
-        h_prompt = decoder(
-            input_ids=prompt_ids,
-            position_ids=torch.arange(n_prompt, device=prompt_ids.device)[None],
-            cache=prompt_cache,
-            use_cache=False,
-        ).last_hidden_state
+    with torch.set_grad_enabled(with_grad):
+        h_prompt, prefix = prompt_forward(decoder, prompt_ids)
         trainable = with_grad and any(p.requires_grad for p in decoder.parameters())
-        if trainable and not prompt_cache.layers[0].keys.requires_grad:
+        if trainable and not prefix[0][0].requires_grad:
             raise ValueError(
                 "prompt K/V carry no gradient: use non-reentrant gradient checkpointing "
                 "(gradient_checkpointing_kwargs={'use_reentrant': False}, the default)"
@@ -419,15 +414,14 @@ def group_forward(
             return first
         # the last completion token's output predicts nothing we score, so it is not run
         inputs = completion_ids[:, :-1]
-        shared = Cache(layers=[_SharedPrefixKV(lay.keys, lay.values) for lay in prompt_cache.layers])
+        # completions attend to the one stored prompt K/V (dgrpo.attention) and causally to
+        # themselves; right padding comes after every real token, so no mask is needed
         positions = torch.arange(n_prompt, n_prompt + inputs.shape[1], device=inputs.device)
-        attention_mask = torch.cat([mask.new_ones(n_rows, n_prompt), mask[:, :-1]], dim=1)
         h_rest = decoder(
             input_ids=inputs,
-            attention_mask=attention_mask.long(),
             position_ids=positions[None].expand(n_rows, -1),
-            cache=shared,
             use_cache=False,
+            shared_prefix=prefix,
         ).last_hidden_state
         return torch.cat([first, h_rest], dim=1)
 

@@ -1,10 +1,8 @@
 """Rollouts: G completions per prompt (sampled, or the fixed response), scored by the rewards.
 
 A `Group` is one prompt and its completions; every later stage (teacher scoring, forward,
-loss, metrics) works on groups, so the shared prompt can run once per group. Sampling prefills
-the prompt once at batch size 1 and repeats its KV cache G times before `model.generate`
-(nanochat's `KVCache.prefill`): the same tokens as generating from G copies of the prompt,
-without G prompt forwards (16k prompt, G=8, tiny model: 18 s -> 2.7 s for the prefill-bound part).
+loss, metrics) works on groups, so the shared prompt runs once per group. Sampling
+(`dgrpo.sampling`) also runs the prompt once and holds its K/V once for the G rows.
 """
 
 from __future__ import annotations
@@ -15,11 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import DynamicCache
 
 from dgrpo.config import RolloutConfig
 from dgrpo.data import Example
 from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight
+from dgrpo.sampling import sample_completions
 from longblocks.rewards import score
 
 if TYPE_CHECKING:
@@ -58,45 +56,27 @@ def sample_group(
     *,
     greedy: bool = False,
 ) -> Group:
-    """G completions of one prompt from `model.generate`, stopped at EOS or max_new_tokens."""
-    device = model.device
-    prompt = torch.tensor([example.prompt_ids], device=device)
-    sampling = (
-        {"do_sample": False}
-        if greedy
-        else {"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k}
-    )
+    """G completions of one prompt (dgrpo.sampling), stopped at a stop token or max_new_tokens."""
+    prompt = torch.tensor([example.prompt_ids], device=model.device)
     was_training = model.training
-    # eval mode: no dropout, and the KV cache stays on (checkpointing turns it off in training)
-    model.eval()
+    model.eval()  # no dropout while sampling
     try:
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=prompt.expand(group_size, -1),
-                attention_mask=torch.ones(group_size, prompt.shape[1], dtype=torch.long, device=device),
-                cache=shared_prompt_cache(model, prompt, group_size),
-                max_new_tokens=cfg.max_new_tokens,
-                min_new_tokens=cfg.min_new_tokens,
-                eos_token_id=stop_ids(tokenizer),
-                pad_token_id=tokenizer.pad_token_id,
-                **sampling,
-            )
+        completions = sample_completions(
+            model,
+            prompt,
+            group_size,
+            max_new_tokens=cfg.max_new_tokens,
+            min_new_tokens=cfg.min_new_tokens,
+            stop_ids=stop_ids(tokenizer),
+            pad_id=tokenizer.pad_token_id,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            greedy=greedy,
+        )
     finally:
         model.train(was_training)
-    return _group(example, prompt, out[:, prompt.shape[1] :], tokenizer)
-
-
-def shared_prompt_cache(model, prompt: torch.Tensor, group_size: int) -> DynamicCache:
-    """The KV cache of prompt[:, :-1] computed once, repeated for `group_size` rows.
-
-    `generate` then runs only the last prompt token and the completions. Naive equivalent:
-    `generate(input_ids=prompt.expand(G, -1))`, which runs the whole prompt G times. The base
-    model is called (not the LM head): no [P × V] logits for the prompt.
-    """
-    cache = DynamicCache(config=model.config)
-    model.base_model(input_ids=prompt[:, :-1], cache=cache, use_cache=True)
-    cache.batch_repeat_interleave(group_size)
-    return cache
+    return _group(example, prompt, completions, tokenizer)
 
 
 def fixed_group(example: Example, tokenizer, device: torch.device | str = "cpu") -> Group:

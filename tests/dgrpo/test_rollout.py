@@ -82,24 +82,3 @@ def test_fixed_group_and_frozen_logprobs_match_a_naive_forward():
         hidden = model.model(ids).last_hidden_state[:, group.prompt_ids.shape[1] - 1 : -1]
         want = completion_logprobs(hidden, lm_head_weight(model), group.completion_ids, 0.9)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_shared_prompt_cache_generates_the_same_tokens_as_g_copies():
-    import torch
-
-    from dgrpo.models import build_tiny
-    from dgrpo.rollout import shared_prompt_cache
-
-    model = build_tiny("tiny-qwen3", 0).eval()
-    prompt = torch.randint(0, 150000, (1, 300), generator=torch.Generator().manual_seed(0))
-    kwargs = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
-    mask = torch.ones(4, 300, dtype=torch.long)
-    with torch.no_grad():
-        naive = model.generate(input_ids=prompt.expand(4, -1), attention_mask=mask, **kwargs)
-        shared = model.generate(
-            input_ids=prompt.expand(4, -1),
-            attention_mask=mask,
-            cache=shared_prompt_cache(model, prompt, 4),
-            **kwargs,
-        )
-    assert torch.equal(naive, shared)

@@ -1,0 +1,91 @@
+"""Shared-prefix attention equals attention over G concatenated copies of the prompt."""
+
+import pytest
+import torch
+
+import dgrpo.attention as attention
+from dgrpo.attention import prefix_attention
+
+
+def naive_attention(q, k_prompt, v_prompt, k_own, v_own, scale):
+    """softmax over cat(prompt repeated G times, own keys), causal on the own keys when C > 1."""
+    rows, heads, n_query = q.shape[:3]
+    rep = heads // k_prompt.shape[1]
+    keys = torch.cat([k_prompt.expand(rows, -1, -1, -1), k_own], 2).repeat_interleave(rep, 1)
+    values = torch.cat([v_prompt.expand(rows, -1, -1, -1), v_own], 2).repeat_interleave(rep, 1)
+    scores = q @ keys.transpose(-1, -2) * scale
+    if n_query > 1:
+        n_prompt = k_prompt.shape[2]
+        future = torch.arange(k_own.shape[2])[None] > torch.arange(n_query)[:, None]
+        scores[..., n_prompt:] = scores[..., n_prompt:].masked_fill(future, float("-inf"))
+    return scores.softmax(-1) @ values
+
+
+def inputs(dtype, n_query, n_own, rows=3, heads=4, kv_heads=2, n_prompt=9, dim=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [
+        (rows, heads, n_query, dim),
+        (1, kv_heads, n_prompt, dim),
+        (1, kv_heads, n_prompt, dim),
+        (rows, kv_heads, n_own, dim),
+        (rows, kv_heads, n_own, dim),
+    ]
+    return [torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_() for shape in shapes]
+
+
+def values_and_grads(fn, tensors, weight):
+    out = fn(*tensors, 0.35)
+    return out, torch.autograd.grad((out * weight).sum(), tensors)
+
+
+@pytest.fixture(params=["fused", "reference"])
+def kernel(request, monkeypatch):
+    """The CPU flash kernel, or the plain-torch kernel used on other devices (small key chunks)."""
+    if request.param == "reference":
+        monkeypatch.setattr(attention, "_KEY_CHUNK", 4)
+        monkeypatch.setattr(attention, "_block_forward", attention._reference_forward)
+        monkeypatch.setattr(attention, "_block_backward", attention._reference_backward)
+    return request.param
+
+
+@pytest.mark.parametrize("n_query,n_own", [(6, 6), (1, 5), (1, 1)], ids=["train", "decode", "first"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_prefix_attention_matches_concatenated_prompt(kernel, n_query, n_own, dtype, tol):
+    tensors = inputs(dtype, n_query, n_own)
+    weight = torch.randn(tensors[0].shape, dtype=dtype)
+    got, got_grads = values_and_grads(prefix_attention, tensors, weight)
+    want, want_grads = values_and_grads(naive_attention, tensors, weight)
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    for name, g, w in zip(["q", "k_prompt", "v_prompt", "k_own", "v_own"], got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_prefix_attention_bfloat16_is_close_to_float64():
+    tensors = inputs(torch.float64, 6, 6, heads=2, kv_heads=2)
+    want = naive_attention(*tensors, 0.35)
+    got = prefix_attention(*[t.detach().bfloat16() for t in tensors], 0.35)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), want.detach(), rtol=0.05, atol=0.02)
+
+
+def test_prompt_kv_is_never_repeated(monkeypatch):
+    """Every attention block sees the prompt K/V with batch size 1 (no G-fold copy)."""
+    seen = []
+    block = attention._block_forward
+
+    def spy(q, k, v, causal, scale):
+        seen.append(k.shape)
+        return block(q, k, v, causal, scale)
+
+    monkeypatch.setattr(attention, "_block_forward", spy)
+    tensors = inputs(torch.float32, 4, 4, rows=5, n_prompt=11)
+    prefix_attention(*tensors, 0.35)
+    assert seen[0] == (1, 2, 11, 8) and seen[1] == (5, 4, 4, 8)
+
+
+def test_prefix_attention_rejects_batched_prompt_and_misaligned_queries():
+    q, k_prompt, v_prompt, k_own, v_own = inputs(torch.float32, 4, 4)
+    with pytest.raises(ValueError, match="batch size 1"):
+        prefix_attention(q, k_prompt.expand(3, -1, -1, -1), v_prompt, k_own, v_own, 0.3)
+    with pytest.raises(ValueError, match="own keys"):
+        prefix_attention(q, k_prompt, v_prompt, k_own[:, :, :3], v_own[:, :, :3], 0.3)
