@@ -56,7 +56,8 @@ def test_prefix_attention_matches_concatenated_prompt(kernel, n_query, n_own, dt
     got, got_grads = values_and_grads(prefix_attention, tensors, weight)
     want, want_grads = values_and_grads(naive_attention, tensors, weight)
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
-    for name, g, w in zip(["q", "k_prompt", "v_prompt", "k_own", "v_own"], got_grads, want_grads, strict=True):
+    names = ["q", "k_prompt", "v_prompt", "k_own", "v_own"]
+    for name, g, w in zip(names, got_grads, want_grads, strict=True):
         torch.testing.assert_close(g, w, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
 
 

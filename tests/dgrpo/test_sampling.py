@@ -29,8 +29,9 @@ def test_greedy_tokens_equal_generate_on_g_copies(min_new):
             pad_token_id=151643,
         )[:, ids.shape[1] :]
     got = sample_completions(
-        model, ids, rows, max_new_tokens=12, min_new_tokens=min_new, stop_ids=stops, pad_id=151643, greedy=True
-    )
+        model, ids, rows, max_new_tokens=12, min_new_tokens=min_new, stop_ids=stops, pad_id=151643,
+        greedy=True,
+    )  # fmt: skip
     assert torch.equal(got, naive)
 
 
