@@ -2,17 +2,15 @@
 
 `build_world` draws entities and functional relations (every head has at most one tail per
 relation; symmetric relations at most one partner) so that following a relation chain from an
-entity reaches exactly one entity. `WorldGraph` wraps the world in a networkx MultiDiGraph and
-answers the questions the tasks ask: where does a chain lead, are two entities linked by a
-single fact, which facts surround an entity.
+entity reaches exactly one entity. `WorldGraph` indexes the world as a typed multigraph (one
+edge per current fact) and answers the questions the tasks ask: where does a chain lead, are
+two entities linked by a single fact, which facts surround an entity.
 """
 
 import bisect
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-
-import networkx as nx
 
 from longblocks.world.entities import KIND_LISTS, NameMaker, lexicon
 from longblocks.world.schema import RELATIONS, Entity, EntityType, Fact, World
@@ -206,30 +204,43 @@ def is_former(fact: Fact) -> bool:
 
 
 class WorldGraph:
-    """A World as a networkx MultiDiGraph (one edge per fact) with the queries tasks need."""
+    """A World as a typed multigraph (one edge per current fact) with the queries tasks need.
+
+    Plain dict and set indexes, built in one pass: every query is a lookup, and a world is
+    built once per few examples, so building the index must be cheap too.
+    """
 
     def __init__(self, world: World):
         self.world = world
         self.entities = {e.id: e for e in world.entities}
         self.facts = {f.id: f for f in world.facts}
-        self.graph = nx.MultiDiGraph()
-        self.graph.add_nodes_from(self.entities)
         self._facts_by_entity: dict[str, list[Fact]] = defaultdict(list)
+        self._outgoing: dict[str, list[Fact]] = defaultdict(list)
+        self._steps: dict[tuple[str, str], set[str]] = defaultdict(set)  # (entity, relation) -> reached
+        self._edges: set[tuple[str, str]] = set()  # (head, tail) of every current fact
+        self._neighbours: dict[str, set[str]] = defaultdict(set)
         self.former: dict[str, list[Fact]] = defaultdict(list)  # head -> facts that ended
         for fact in world.facts:
             if is_former(fact):
                 self.former[fact.head].append(fact)
-                continue
-            self.graph.add_edge(fact.head, fact.tail, key=fact.id, relation=fact.relation)
-            self._facts_by_entity[fact.head].append(fact)
-            self._facts_by_entity[fact.tail].append(fact)
+            else:
+                self._index(fact)
+
+    def _index(self, fact: Fact) -> None:
+        head, tail = fact.head, fact.tail  # never equal: build_world makes no self-loops
+        self._facts_by_entity[head].append(fact)
+        self._facts_by_entity[tail].append(fact)
+        self._outgoing[head].append(fact)
+        self._steps[head, fact.relation].add(tail)
+        if RELATIONS[fact.relation].symmetric:
+            self._steps[tail, fact.relation].add(head)
+        self._edges.add((head, tail))
+        self._neighbours[head].add(tail)
+        self._neighbours[tail].add(head)
 
     def step(self, entity: str, relation: str) -> set[str]:
         """Every entity that `relation` leads to from `entity` (both ways if symmetric)."""
-        found = {t for _, t, r in self.graph.out_edges(entity, data="relation") if r == relation}
-        if RELATIONS[relation].symmetric:
-            found |= {h for h, _, r in self.graph.in_edges(entity, data="relation") if r == relation}
-        return found
+        return set(self._steps.get((entity, relation), ()))
 
     def follow(self, start: str, relations: list[str]) -> set[str]:
         """All entities a relation chain reaches from `start`; a well-posed question has one."""
@@ -240,14 +251,15 @@ class WorldGraph:
 
     def linked(self, a: str, b: str) -> bool:
         """True when a single fact (so a single sentence) mentions both entities."""
-        return self.graph.has_edge(a, b) or self.graph.has_edge(b, a)
+        return (a, b) in self._edges or (b, a) in self._edges
 
     def facts_of(self, entity: str) -> list[Fact]:
         """Current facts in which `entity` is head or tail, in world order."""
         return self._facts_by_entity.get(entity, [])
 
     def outgoing(self, entity: str) -> list[Fact]:
-        return [f for f in self.facts_of(entity) if f.head == entity]
+        """Current facts with `entity` as head, in world order."""
+        return list(self._outgoing.get(entity, ()))
 
     def neighbours(self, entity: str) -> set[str]:
-        return set(self.graph.successors(entity)) | set(self.graph.predecessors(entity))
+        return set(self._neighbours.get(entity, ()))
