@@ -220,7 +220,12 @@ class TiktokenCounter:
     def encode(self, text: str) -> list[int]:
         # NFC first: the HF tokenizer normalises and tiktoken does not, and decomposed
         # accents (e + U+0301) would otherwise split into more tokens.
-        return qwen3_encoding().encode(unicodedata.normalize("NFC", text), allowed_special="all")
+        text = unicodedata.normalize("NFC", text)
+        if "<" not in text:
+            # Every added token starts with "<": without one, plain BPE gives the same ids and
+            # skips the special-token scan (the sizer counts many small pieces).
+            return qwen3_encoding().encode_ordinary(text)
+        return qwen3_encoding().encode(text, allowed_special="all")
 
     def count(self, text: str) -> int:
         return len(self.encode(text))

@@ -198,6 +198,14 @@ def test_special_token_strings_count_once():
     assert counter.count("a<|im_end|>b") == 3
 
 
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(TEXT, st.sampled_from(CORPUS)))
+def test_plain_text_shortcut_equals_special_aware_encoding(text):
+    """Text without "<" skips tiktoken's special-token scan; the ids must not change."""
+    full = sizing.qwen3_encoding().encode(unicodedata.normalize("NFC", text), allowed_special="all")
+    assert TiktokenCounter().encode(text) == full
+
+
 def test_nfc_decomposed_accents_count_like_composed():
     counter = TiktokenCounter()
     composed, decomposed = "São José, München", "Sa\u0303o Jose\u0301, Mu\u0308nchen"
