@@ -242,8 +242,7 @@ class ContextBuilder:
         return added
 
     def _sentence(self, fact_id: str) -> str:
-        fact = self.graph.facts[fact_id]
-        return " " + self.renderer.sentence(fact, self.renderer.own_variant(fact))
+        return self.renderer.own_sentence(self.graph.facts[fact_id])
 
     def _absorb(self, residual: int, documents: list[Document], rng) -> int:
         """Swap sentence paraphrases and document frames so the total changes by `residual`

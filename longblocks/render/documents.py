@@ -103,7 +103,11 @@ class Document:
         return (self.id_unit + self.body)[:-2]
 
     def with_id(self, doc_id: str) -> "Document":
-        return replace(self, doc_id=doc_id)
+        """The same document under another id. A plain copy, not `replace`: it shares the
+        cached body (the id is not part of it), so counting it is a lookup of a hashed string."""
+        doc = object.__new__(Document)
+        doc.__dict__.update(self.__dict__, doc_id=doc_id, body=self.body)
+        return doc
 
     def with_facts(self, keep: list[int]) -> "Document":
         """Only the sentences at positions `keep`, in that order."""
@@ -133,26 +137,43 @@ class Renderer:
         self.words = lexicon(self.language)
         self._seed = graph.world.seed
         self._sentences: dict[tuple[str, int], str] = {}
+        self._own_sentences: dict[str, str] = {}
         self._corpus: dict[str, Document] = {}
+        self._frames: dict[tuple[str, int, int], list[tuple[str, str]]] = {}
+
+    def fact_templates(self, relation: str) -> tuple[Variant, ...]:
+        return variants(f"{self.language}/facts/{relation}.jinja")
 
     def n_variants(self, relation: str) -> int:
-        return len(variants(f"{self.language}/facts/{relation}.jinja"))
+        return len(self.fact_templates(relation))
 
     def own_variant(self, fact: Fact) -> int:
         """The paraphrase this world uses for `fact` in its corpus."""
         return _pick(f"{self._seed}:{fact.id}", self.n_variants(fact.relation))
 
+    def own_sentence(self, fact: Fact) -> str:
+        """The fact as its corpus states it, with the leading space. Cached: every document
+        and context stating the fact asks again (and shares one string, hashed once)."""
+        text = self._own_sentences.get(fact.id)
+        if text is None:
+            text = self._own_sentences[fact.id] = " " + self.sentence(fact, self.own_variant(fact))
+        return text
+
     def sentence(self, fact: Fact, variant: int) -> str:
         """The fact as one sentence (no leading space), paraphrase number `variant`."""
         key = (fact.id, variant)
-        if key not in self._sentences:
-            template = variants(f"{self.language}/facts/{fact.relation}.jinja")[variant]
-            values = dict(fact.attributes)
-            if "role" in values:
-                values["role"] = self.words["roles"][values["role"]]
-            head, tail = self.graph.entities[fact.head], self.graph.entities[fact.tail]
-            self._sentences[key] = nfc(template.render(head=head.name, tail=tail.name, **values))
-        return self._sentences[key]
+        text = self._sentences.get(key)
+        if text is None:
+            text = self._sentences[key] = self._render_sentence(fact, variant)
+        return text
+
+    def _render_sentence(self, fact: Fact, variant: int) -> str:
+        values = dict(fact.attributes)
+        if "role" in values:
+            values["role"] = self.words["roles"][values["role"]]
+        head, tail = self.graph.entities[fact.head], self.graph.entities[fact.tail]
+        template = self.fact_templates(fact.relation)[variant]
+        return nfc(template.render(head=head.name, tail=tail.name, **values))
 
     def kind_word(self, entity: Entity) -> str:
         # Regions are the places that lie in no other place; their kinds have their own list.
@@ -183,12 +204,16 @@ class Renderer:
 
     def frames(self, doc: Document, n: int = 4) -> list[tuple[str, str]]:
         """Other (header, footer) pairs for `doc`: different title, intro, dateline and footer
-        sentences, same entity and date. The sizer swaps them to land on exact lengths."""
-        frames = []
-        for k in range(n):
-            other = self.dated_document(doc.entity, [], doc.year, f"{self._seed}:{doc.entity}:frame{k}")
-            frames.append((other.header, other.footer))
-        return frames
+        sentences, same entity and date. The sizer swaps them to land on exact lengths; cached,
+        as every context of the world may ask for them."""
+        key = (doc.entity, doc.year, n)
+        if key not in self._frames:
+            self._frames[key] = [self._frame(doc.entity, doc.year, k) for k in range(n)]
+        return self._frames[key]
+
+    def _frame(self, entity: str, year: int, k: int) -> tuple[str, str]:
+        other = self.dated_document(entity, [], year, f"{self._seed}:{entity}:frame{k}")
+        return other.header, other.footer
 
     def dated_document(self, entity: str, facts: list[Fact], year: int, key: str) -> Document:
         """A document about `entity` stating `facts` (in order), dated `year`; `key` seeds
@@ -197,14 +222,11 @@ class Renderer:
         genres = GENRES[focus.type]
         genre = genres[_pick(key, len(genres))]
         values = {"name": focus.name, "kind": self.kind_word(focus), "year": focus.year}
-        folder = f"{self.language}/documents/{genre}"
-        title, intro, footer = (
-            _choose(variants(f"{folder}/{part}.jinja"), f"{key}:{part}").render(**values)
-            for part in ("title", "intro", "footer")
-        )
-        dateline = _choose(variants(f"{self.language}/documents/dateline.jinja"), f"{key}:date").render(
-            year=year
-        )
+        titles, intros, footers, datelines = _document_templates(self.language, genre)
+        title = _choose(titles, f"{key}:title").render(**values)
+        intro = _choose(intros, f"{key}:intro").render(**values)
+        footer = _choose(footers, f"{key}:footer").render(**values)
+        dateline = _choose(datelines, f"{key}:date").render(year=year)
         return Document(
             doc_id="",
             entity=entity,
@@ -213,8 +235,17 @@ class Renderer:
             footer=nfc(f" {footer}\n\n"),
             year=year,
             facts=tuple(f.id for f in facts),
-            sentences=tuple(" " + self.sentence(f, self.own_variant(f)) for f in facts),
+            sentences=tuple(self.own_sentence(f) for f in facts),
         )
+
+
+@cache
+def _document_templates(language: str, genre: str) -> tuple[tuple[Variant, ...], ...]:
+    """Title, intro, footer and dateline variants of a genre."""
+    folder = f"{language}/documents"
+    return tuple(variants(f"{folder}/{genre}/{part}.jinja") for part in ("title", "intro", "footer")) + (
+        variants(f"{folder}/dateline.jinja"),
+    )
 
 
 def _choose(options, key: str):
