@@ -6,10 +6,12 @@ on (seed, world index, example index), never on which worker made them or in wha
 the output is byte-identical for any `workers`.
 """
 
+import gc
 import math
 import multiprocessing
 import random
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
 from statistics import fmean
@@ -98,14 +100,30 @@ def _counter(tokenizer: str | None) -> TokenCounter:
     return load_counter(tokenizer)  # one per process: workers build their own
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """A world's entities, facts, indexes and documents hold no reference cycles, so reference
+    counting frees them; the cyclic collector would only re-scan them again and again while a
+    large world grows (~15% of the time at 128k). Restores the collector's previous state."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def generate_world(job: WorldJob, cfg: BuildConfig) -> tuple[World, list[dict]]:
     """Build one world and all of its examples (runs inside a worker process)."""
-    world = build_world(job.world_id, job.seed, job.language, WorldSize.for_length(max(job.lengths)))
-    renderer = Renderer(WorldGraph(world))
-    builder = ContextBuilder(renderer, _counter(cfg.tokenizer))
-    rows = [
-        generate_example(builder, job, j, length, cfg).model_dump() for j, length in enumerate(job.lengths)
-    ]
+    with _cyclic_gc_paused():
+        world = build_world(job.world_id, job.seed, job.language, WorldSize.for_length(max(job.lengths)))
+        renderer = Renderer(WorldGraph(world))
+        builder = ContextBuilder(renderer, _counter(cfg.tokenizer))
+        rows = [
+            generate_example(builder, job, j, length, cfg).model_dump()
+            for j, length in enumerate(job.lengths)
+        ]
     return world, rows
 
 

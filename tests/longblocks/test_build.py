@@ -50,3 +50,19 @@ def test_fixed_depths_are_respected():
     for row in (r for split in rows.values() for r in split):
         for ref in row["verification"]["evidence"]:
             assert 0.35 < ref["depth"] < 0.65
+
+
+def test_world_generation_restores_the_cyclic_collector(tiny_config):
+    import gc
+
+    from longblocks.build import generate_world
+
+    job = plan_worlds(tiny_config)[0]
+    generate_world(job, tiny_config)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        generate_world(job, tiny_config)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
