@@ -263,7 +263,15 @@ class OptimConfig(Section):
     grad_accum: int = Field(
         1,
         ge=1,
-        description="Micro-batches per optimizer step; a step sees grad_accum × data.batch_size prompts.",
+        description="Rollout draws per optimizer step; a step sees grad_accum × data.batch_size prompts.",
+    )
+    micro_batch_tokens: int = Field(
+        32768,
+        ge=1,
+        description="Forward/backward token budget: the step's groups (prompt once + G × C completion "
+        "tokens each) are packed into micro-batches of at most this many tokens, and a larger group "
+        "is split by rows (its prompt re-run per slice). The loss is normalised over the whole step, "
+        "so only memory and speed depend on it.",
     )
     update_epochs: int = Field(
         1,

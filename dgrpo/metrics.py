@@ -18,7 +18,7 @@ from dgrpo.errors import UserError
 METRICS: dict[str, str] = {
     "step": "training step (one rollout batch), 1-based",
     "epoch": "passes over the training split so far (fractional)",
-    "loss": "the objective that was backpropagated (mean over micro-batches and update epochs)",
+    "loss": "the objective that was backpropagated, over the whole step batch (mean over update epochs)",
     "loss/<term>": "each active term's aggregated contribution: pg (clipped surrogate), pg_opd "
     "(advantage-level dGRPO surrogate), opd_full/opd_topk/opd_sampled (λ·reverse KL), ce, kd "
     "(forward KL), ref_kl (β·KL to π_ref)",
@@ -44,6 +44,7 @@ METRICS: dict[str, str] = {
     "lambda": "λ after its schedule",
     "lr": "learning rate of the step's last update",
     "grad_norm": "global gradient norm before clipping (last update of the step)",
+    "micro_batches": "forward/backward micro-batches per update (optim.micro_batch_tokens packing)",
     "tokens_per_s": "prompt + completion tokens of the step / wall-clock seconds",
     "step_time_s": "wall-clock seconds of the step",
     "peak_memory_gb": "peak accelerator memory (CUDA) or peak resident memory of the process (CPU)",

@@ -9,6 +9,7 @@ needs ("hidden" / "logp" / "topk") and the exact KL the student's head pass must
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -53,6 +54,14 @@ class Weights:
     temperature: float  # τ shared by sampling, π_old, π_θ and the teacher
     aggregation: str  # token | seq | constant
     constant_per_row: float  # Dr. GRPO normaliser per completion row, for aggregation=constant
+
+
+@dataclass(frozen=True)
+class BatchTotals:
+    """The whole optimizer batch a micro-batch belongs to: the aggregation's denominators."""
+
+    rows: int  # completion rows
+    tokens: float  # Σ loss mask
 
 
 @dataclass(frozen=True)
@@ -149,18 +158,27 @@ def uses_reference(names: tuple[str, ...]) -> bool:
     return any(TERMS[name].reference for name in names)
 
 
-def objective(names: tuple[str, ...], s: Signals, w: Weights) -> tuple[Tensor, dict[str, Tensor]]:
-    """L = aggregate(Σ_terms per-token loss, mask) and detached statistics (one `loss/<term>` each)."""
-    constant = w.constant_per_row * s.mask.shape[0]
+def objective(
+    names: tuple[str, ...], s: Signals, w: Weights, totals: BatchTotals | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """L = aggregate(Σ_terms per-token loss, mask) and detached statistics (one `loss/<term>` each).
+
+    With `totals`, L and the `loss/<term>` values are this micro-batch's share of the whole
+    batch's aggregate (summing over micro-batches gives the batch's loss exactly).
+    """
+    rows = s.mask.shape[0] if totals is None else totals.rows
+    constant = w.constant_per_row * rows
+    total = None if totals is None else (totals.tokens if w.aggregation == "token" else totals.rows)
+    reduce = partial(aggregate, mask=s.mask, mode=w.aggregation, constant=constant, total=total)
     per_token = torch.zeros_like(s.logp)
     stats: dict[str, Tensor] = {}
     for name in names:
         term, term_stats = TERMS[name].fn(s, w)
         per_token = per_token + term
         # a logged statistic: no gradient flows through the per-term reports
-        stats[f"loss/{name}"] = aggregate(term.detach(), s.mask, w.aggregation, constant)
+        stats[f"loss/{name}"] = reduce(term.detach())
         stats.update(term_stats)
-    return aggregate(per_token, s.mask, w.aggregation, constant), stats
+    return reduce(per_token), stats
 
 
 def diagnostics(s: Signals, names: tuple[str, ...]) -> dict[str, Tensor]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,6 +19,7 @@ from dgrpo.config import RolloutConfig
 from dgrpo.data import Example
 from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight
 from dgrpo.sampling import sample_completions
+from dgrpo.teacher import select_rows
 from longblocks.rewards import score
 
 if TYPE_CHECKING:
@@ -45,6 +47,18 @@ class Group:
     @property
     def size(self) -> int:
         return self.completion_ids.shape[0]
+
+    def select(self, rows: slice) -> Group:
+        """Completion rows `rows` of this group with their scores and signals (same prompt).
+        Advantages were computed over the whole group before any split."""
+        take = partial(select_rows, rows=rows)
+        return replace(
+            self, completion_ids=take(self.completion_ids), mask=take(self.mask),
+            truncated=take(self.truncated), texts=take(self.texts), rewards=take(self.rewards),
+            statuses=take(self.statuses), loss_mask=take(self.loss_mask), adv=take(self.adv),
+            logp_old=take(self.logp_old), logp_ref=take(self.logp_ref),
+            teacher=None if self.teacher is None else self.teacher.select(rows),
+        )  # fmt: skip
 
 
 def sample_group(

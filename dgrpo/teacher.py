@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -33,6 +33,18 @@ class TeacherSignals:
     logp: torch.Tensor | None = None  # [G, C] log π_T(y_t) at the rollout temperature τ
     topk_logp: torch.Tensor | None = None  # [G, C, K] log-probs at τ = 1 of its K likeliest tokens
     topk_ids: torch.Tensor | None = None  # [G, C, K]
+
+    def select(self, rows: slice) -> "TeacherSignals":
+        """The signals of completion rows `rows` (the lm_head weight is shared)."""
+        return replace(
+            self, hidden=select_rows(self.hidden, rows), logp=select_rows(self.logp, rows),
+            topk_logp=select_rows(self.topk_logp, rows), topk_ids=select_rows(self.topk_ids, rows),
+        )  # fmt: skip
+
+
+def select_rows(items, rows: slice):
+    """items[rows] along the completion-row dimension (tensors or per-row lists); None stays None."""
+    return None if items is None else items[rows]
 
 
 class Teacher(Protocol):

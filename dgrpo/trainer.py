@@ -48,6 +48,7 @@ from dgrpo.objective import (
     teacher_signals,
     uses_reference,
 )
+from dgrpo.packing import batch_totals, micro_batches
 from dgrpo.rollout import Group, fixed_group, frozen_logprobs, sample_group, score_group
 from dgrpo.teacher import Teacher, load_teacher
 
@@ -93,27 +94,30 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
 
 def train_step(run: Run) -> dict[str, float]:
-    """One rollout batch (grad_accum micro-batches) and optim.update_epochs updates on it."""
+    """One rollout batch (grad_accum draws) and optim.update_epochs updates on it, each update
+    accumulating the gradient over token-budget micro-batches (dgrpo.packing)."""
     cfg, start = run.cfg, time.perf_counter()
-    micro_batches = [
-        rollout(run, [run.data.examples[i] for i in run.batches.next()]) for _ in range(cfg.optim.grad_accum)
+    groups = [
+        group
+        for _ in range(cfg.optim.grad_accum)
+        for group in rollout(run, [run.data.examples[i] for i in run.batches.next()])
     ]
-    score(run, [group for micro in micro_batches for group in micro])
-    weights = step_weights(run)
+    score(run, groups)
+    weights, totals = step_weights(run), batch_totals(groups)
+    micro = micro_batches(groups, cfg.optim.micro_batch_tokens)
     stats: list[dict[str, Tensor]] = []
     for _ in range(cfg.optim.update_epochs):
-        for groups in micro_batches:
-            signals = forward(run, groups)
-            loss, loss_stats = objective(run.names, signals, weights)
+        for pieces in micro:
+            signals = forward(run, pieces)
+            loss, loss_stats = objective(run.names, signals, weights, totals)
             check_finite(run, {"loss": loss, **loss_stats})
-            (loss / len(micro_batches)).backward()
+            loss.backward()  # a share of the step's loss: the shares sum to it
             # logged values only: keep no autograd graph alive past the backward
             stats.append({"loss": loss.detach(), **loss_stats, **diagnostics(signals, run.names)})
         grad_norm, lr = update(run)
     seconds = time.perf_counter() - start
-    return step_metrics(
-        run, micro_batches, stats, {"lambda": weights.lam, "lr": lr, "grad_norm": grad_norm}, seconds
-    )
+    extra = {"lambda": weights.lam, "lr": lr, "grad_norm": grad_norm, "micro_batches": len(micro)}
+    return step_metrics(run, groups, stats, extra, seconds)
 
 
 def rollout(run: Run, examples: list) -> list[Group]:
@@ -253,13 +257,15 @@ def check_finite(run: Run, values: dict[str, Tensor]) -> None:
         )
 
 
-def step_metrics(run: Run, micro_batches, stats, extra: dict, seconds: float) -> dict[str, float]:
-    groups = [group for micro in micro_batches for group in micro]
+def step_metrics(run: Run, groups: list[Group], stats, extra: dict, seconds: float) -> dict[str, float]:
+    """Loss values are micro-batch shares: summed per update, averaged over updates; every other
+    statistic is averaged over micro-batches."""
     names = dict.fromkeys(name for entry in stats for name in entry)
-    out = {
-        name: torch.stack([entry[name] for entry in stats if name in entry]).float().mean().item()
-        for name in names
-    }
+    updates = run.cfg.optim.update_epochs
+    out = {}
+    for name in names:
+        values = torch.stack([entry[name] for entry in stats if name in entry]).float()
+        out[name] = (values.sum() / updates if _is_share(name) else values.mean()).item()
     out |= group_metrics(groups) | extra
     tokens = sum(group.prompt_ids.shape[1] + int(group.mask.sum()) for group in groups)
     out |= {
@@ -271,6 +277,10 @@ def step_metrics(run: Run, micro_batches, stats, extra: dict, seconds: float) ->
         "data/skipped_response": run.data.skipped_response,
     }
     return out
+
+
+def _is_share(name: str) -> bool:
+    return name == "loss" or name.startswith("loss/")
 
 
 def save(run: Run) -> Path:

@@ -35,22 +35,24 @@ def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(nonempty, numerator / torch.where(nonempty, denominator, 1.0), 0.0)
 
 
-def _aggregate_token(per_token: Tensor, mask: Tensor, constant: float | None) -> Tensor:
-    return _safe_divide(_masked_sum_per_row(per_token, mask).sum(), mask.to(per_token.dtype).sum())
+def _aggregate_token(per_token: Tensor, mask: Tensor, constant: float | None, total: float | None):
+    tokens = mask.to(per_token.dtype).sum() if total is None else per_token.new_tensor(float(total))
+    return _safe_divide(_masked_sum_per_row(per_token, mask).sum(), tokens)
 
 
-def _aggregate_seq(per_token: Tensor, mask: Tensor, constant: float | None) -> Tensor:
+def _aggregate_seq(per_token: Tensor, mask: Tensor, constant: float | None, total: float | None):
     row_mean = _safe_divide(_masked_sum_per_row(per_token, mask), mask.to(per_token.dtype).sum(-1))
-    return row_mean.mean() if row_mean.numel() else per_token.new_zeros(())
+    rows = row_mean.numel() if total is None else total
+    return row_mean.sum() / rows if rows else per_token.new_zeros(())
 
 
-def _aggregate_constant(per_token: Tensor, mask: Tensor, constant: float | None) -> Tensor:
+def _aggregate_constant(per_token: Tensor, mask: Tensor, constant: float | None, total: float | None):
     if constant is None or not constant > 0:
         raise ValueError(f"aggregate mode 'constant' needs a constant > 0, got {constant!r}")
     return _masked_sum_per_row(per_token, mask).sum() / constant
 
 
-AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, float | None], Tensor]] = {
+AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, float | None, float | None], Tensor]] = {
     "token": _aggregate_token,
     "seq": _aggregate_seq,
     "constant": _aggregate_constant,
@@ -62,26 +64,32 @@ def aggregate(
     mask: Tensor,
     mode: AggregationMode = "token",
     constant: float | None = None,
+    total: float | None = None,
 ) -> Tensor:
     """Reduce a per-token loss ``[B, T]`` (completion positions only) to a scalar.
 
     With m = mask and ℓ = per_token:
 
     - ``"token"`` (DAPO, default): Σ_{b,t} ℓ·m / Σ_{b,t} m — every real token of the
-      micro-batch weighs the same, so long completions are not down-weighted.
+      batch weighs the same, so long completions are not down-weighted.
     - ``"seq"`` (original GRPO): (1/B) Σ_b [Σ_t ℓ·m / Σ_t m] — the mean over all B rows of
       each row's masked mean; a row with an empty mask contributes 0 and still counts in B
       (as TRL does).
     - ``"constant"`` (Dr. GRPO): Σ_{b,t} ℓ·m / ``constant``, e.g. max completion length × B,
       so the normaliser does not depend on the sampled lengths.
 
+    ``total`` makes this a micro-batch's exact SHARE of a larger batch's aggregate: the
+    denominator becomes the whole batch's Σ m ("token") or row count ("seq"; "constant" is
+    given the whole batch's constant), so the shares of all micro-batches sum to the
+    aggregate of the batch however it was split. None: this tensor is the whole batch.
+
     ``mask`` is ``[B, T]`` bool or float (float masks act as per-token weights). Padding
-    positions are never read, so NaN/inf there cannot leak into the loss; an all-zero mask gives
-    0, not NaN. No stop-gradient here.
+    positions are never read, so NaN/inf padding cannot leak into the loss; an all-zero mask
+    gives 0, not NaN. No stop-gradient here.
     """
     if mode not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation mode {mode!r}; choose one of {sorted(AGGREGATIONS)}")
-    return AGGREGATIONS[mode](per_token, mask, constant)
+    return AGGREGATIONS[mode](per_token, mask, constant, total)
 
 
 def combine_loss_level(pg: Tensor, opd: Tensor, lam: float) -> Tensor:

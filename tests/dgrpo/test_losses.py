@@ -495,6 +495,19 @@ def test_aggregate_modes_by_hand():
 
 
 @pytest.mark.parametrize("mode", ["token", "seq", "constant"])
+def test_aggregate_shares_of_row_splits_sum_to_the_whole(mode):
+    loss = randn(B, T, seed=47, grad=True)
+    mask = mask_bt()
+    constant = 4.0 * B if mode == "constant" else None
+    whole = aggregate(loss, mask, mode, constant)
+    total = mask.sum().item() if mode == "token" else B
+    parts = [slice(0, 1), slice(1, B)]
+    shares = sum(aggregate(loss[rows], mask[rows], mode, constant, total=total) for rows in parts)
+    close(shares, whole)
+    close(grads(shares, loss)[0], grads(whole, loss)[0])
+
+
+@pytest.mark.parametrize("mode", ["token", "seq", "constant"])
 def test_aggregate_empty_mask_is_zero_not_nan(mode):
     loss = randn(B, T, seed=46, grad=True)
     padded = torch.where(torch.eye(B, T, dtype=torch.bool), torch.nan, loss)

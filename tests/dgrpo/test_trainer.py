@@ -123,8 +123,8 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(make_run_config, monkeypat
     real = dgrpo.trainer.objective
     calls = []
 
-    def poisoned(names, signals, weights):
-        loss, stats = real(names, signals, weights)
+    def poisoned(names, signals, weights, totals):
+        loss, stats = real(names, signals, weights, totals)
         calls.append(1)
         return (loss * float("nan") if len(calls) == 3 else loss), stats
 
