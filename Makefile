@@ -33,3 +33,7 @@ lint: install
 
 bench: install
 	$(PY) bench/generate.py
+
+schemas: install
+	$(VENV)/bin/longblocks schemas --out schemas
+	$(VENV)/bin/dgrpo schema --out schemas/config.schema.json

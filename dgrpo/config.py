@@ -127,7 +127,7 @@ class DataConfig(Section):
         None, ge=1, description="Use at most this many rows of a split (the first ones); None: all."
     )
     batch_size: int = Field(
-        1, ge=1, description="Prompts per micro-batch; each brings rollout.group_size completions."
+        1, ge=1, description="Prompts per rollout draw; each brings rollout.group_size completions."
     )
     shuffle: bool = Field(True, description="Reshuffle the training rows every epoch (seeded by run.seed).")
 
