@@ -6,17 +6,16 @@ on (seed, world index, example index), never on which worker made them or in wha
 the output is byte-identical for any `workers`.
 """
 
-import gc
 import math
 import multiprocessing
 import random
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cache
 from statistics import fmean
 
 from longblocks.config import BuildConfig
+from longblocks.gcpause import cyclic_gc_paused
 from longblocks.render.context import SENTINEL, ContextBuilder, Evidence, EvidenceTooLong
 from longblocks.render.documents import Renderer
 from longblocks.render.env import render
@@ -100,23 +99,9 @@ def _counter(tokenizer: str | None) -> TokenCounter:
     return load_counter(tokenizer)  # one per process: workers build their own
 
 
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """A world's entities, facts, indexes and documents hold no reference cycles, so reference
-    counting frees them; the cyclic collector would only re-scan them again and again while a
-    large world grows (~15% of the time at 128k). Restores the collector's previous state."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def generate_world(job: WorldJob, cfg: BuildConfig) -> tuple[World, list[dict]]:
     """Build one world and all of its examples (runs inside a worker process)."""
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():  # a generated world leaves no cyclic garbage
         world = build_world(job.world_id, job.seed, job.language, WorldSize.for_length(max(job.lengths)))
         renderer = Renderer(WorldGraph(world))
         builder = ContextBuilder(renderer, _counter(cfg.tokenizer))
