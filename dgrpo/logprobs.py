@@ -248,6 +248,53 @@ def topk_logprobs(
     return values.view(*lead, k), ids.view(*lead, k)
 
 
+class _GatheredLogits(torch.autograd.Function):
+    """z[n, k] = h[n] · W[ids[n, k]], gathering W rows chunk by chunk in forward AND backward
+    (autograd would otherwise keep every [chunk, K, H] gather alive until the backward)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, ids, chunk_size):
+        dtype = torch.promote_types(torch.float32, torch.result_type(hidden, weight))
+        out = hidden.new_empty(ids.shape, dtype=dtype)
+        for i in range(0, ids.shape[0], chunk_size):
+            span = slice(i, i + chunk_size)
+            out[span] = torch.bmm(weight[ids[span]].to(dtype), hidden[span, :, None].to(dtype)).squeeze(-1)
+        ctx.save_for_backward(hidden, weight, ids)
+        ctx.chunk_size = chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, ids = ctx.saved_tensors
+        dtype = grad.dtype
+        dh = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        dw = torch.zeros_like(weight, dtype=dtype) if ctx.needs_input_grad[1] else None
+        for i in range(0, ids.shape[0], ctx.chunk_size):
+            span = slice(i, i + ctx.chunk_size)
+            if dh is not None:  # dh[n] = Σ_k g[n, k] W[ids[n, k]]
+                rows = weight[ids[span]].to(dtype)
+                dh[span] = torch.bmm(grad[span, None, :], rows).squeeze(1).to(hidden.dtype)
+            if dw is not None:  # dW[ids[n, k]] += g[n, k] h[n]
+                outer = grad[span, :, None] * hidden[span, None, :].to(dtype)
+                dw.index_add_(0, ids[span].reshape(-1), outer.reshape(-1, hidden.shape[-1]))
+        return dh, None if dw is None else dw.to(weight.dtype), None, None
+
+
+def gathered_logits(
+    hidden: torch.Tensor, lm_head_weight: torch.Tensor, ids: torch.Tensor, chunk_size: int = 128
+) -> torch.Tensor:
+    """Logits h · W[id] at given token ids ([..., H] and [..., K] → [..., K], float32 or wider).
+
+    Must equal `torch.einsum("...h,...kh->...k", hidden, W[ids])` in value and gradient, without
+    ever holding the [..., K, H] gather (at C = 4k, K = 64, H = 4096 that is 1 GiB per row in
+    bf16): `chunk_size` positions at a time in forward and backward.
+    """
+    lead, width = ids.shape[:-1], ids.shape[-1]
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    out = _GatheredLogits.apply(flat, lm_head_weight, ids.reshape(-1, width), chunk_size)
+    return out.view(*lead, width)
+
+
 def reverse_kl_chunked(
     h_student: torch.Tensor,
     w_student: torch.Tensor,

@@ -26,7 +26,13 @@ from dgrpo import checkpoint
 from dgrpo.config import TrainConfig, to_yaml
 from dgrpo.data import Batches, Prepared, apply_chat_template_override, prepare
 from dgrpo.errors import DivergedError, UserError
-from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight, logprobs_and_kl
+from dgrpo.logprobs import (
+    completion_logprobs,
+    gathered_logits,
+    group_forward,
+    lm_head_weight,
+    logprobs_and_kl,
+)
 from dgrpo.losses import group_advantages, lambda_schedule
 from dgrpo.metrics import MetricsLogger, group_metrics, peak_memory_gb
 from dgrpo.models import (
@@ -194,7 +200,7 @@ def forward_group(run: Run, group: Group) -> Signals:
     student_topk = None
     if teacher is not None and teacher.topk_ids is not None:
         # [G, C, K] student logits at the teacher's top-K ids as h·W[ids]: never [G, C, V] logits
-        student_topk = torch.einsum("gch,gckh->gck", hidden.float(), weight[teacher.topk_ids].float())
+        student_topk = gathered_logits(hidden, weight, teacher.topk_ids, chunk)
     return Signals(
         mask=group.loss_mask,
         logp=logp,

@@ -8,6 +8,7 @@ from transformers.models.qwen3 import modeling_qwen3
 from dgrpo.logprobs import (
     completion_logprobs,
     forward_kl_chunked,
+    gathered_logits,
     group_forward,
     lm_head_weight,
     logprobs_and_kl,
@@ -170,6 +171,23 @@ def test_topk_logprobs_match_naive(head, chunk_size):
     assert values.shape == ids.shape == (37, 1, 6) and not values.requires_grad
     assert torch.equal(ids[:, 0], ref.indices)
     torch.testing.assert_close(values[:, 0], ref.values, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 6, 100])
+def test_gathered_logits_match_einsum_with_repeated_ids(head, chunk_size):
+    hidden, weight, _, _ = head
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 50, (37, 5), generator=gen)
+    ids[:, 1] = ids[:, 0]  # the same row of W twice at one position: gradients must add up
+    upstream = torch.randn(37, 5, generator=gen, dtype=torch.float64)
+    got = gathered_logits(hidden.view(37, 1, -1), weight, ids.view(37, 1, 5), chunk_size)
+    want = torch.einsum("nh,nkh->nk", hidden, weight[ids])
+    assert got.shape == (37, 1, 5)
+    torch.testing.assert_close(got[:, 0], want, rtol=1e-12, atol=1e-12)
+    got_grads = torch.autograd.grad((got[:, 0] * upstream).sum(), (hidden, weight))
+    want_grads = torch.autograd.grad((want * upstream).sum(), (hidden, weight))
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
 def test_kl_is_zero_for_identical_models_and_rejects_small_teacher_vocab():

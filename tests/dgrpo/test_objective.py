@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dgrpo.config import METHODS
-from dgrpo.logprobs import completion_logprobs, logprobs_and_kl
+from dgrpo.logprobs import completion_logprobs, gathered_logits, logprobs_and_kl
 from dgrpo.losses import (
     REVERSE_KL_ESTIMATORS,
     aggregate,
@@ -89,7 +89,7 @@ def test_topk_term_gathers_student_logits_like_the_full_logits_path(tensors):
     mask, h, w, h_t, w_t, targets, gen = tensors
     teacher_logp = torch.log_softmax(h_t @ w_t[:V].T, -1)
     top_logp, top_ids = teacher_logp.topk(K, -1)
-    student_topk = torch.einsum("nch,nckh->nck", h, w[top_ids])  # what the trainer computes
+    student_topk = gathered_logits(h, w, top_ids, chunk_size=3)  # what the trainer computes
     s = Signals(mask=mask, logp=torch.zeros(N, C, dtype=torch.float64), student_topk=student_topk,
                 teacher_topk_logp=top_logp)  # fmt: skip
     loss, _ = objective(("opd_topk",), s, W)
