@@ -116,10 +116,8 @@ def near_entities(graph: WorldGraph, path: list[str], relations: list[str], rng:
     """Near-miss distractors: the path's neighbours, then other heads of the same relations."""
     neighbours = sorted({n for e in path for n in graph.neighbours(e)} - set(path))
     rng.shuffle(neighbours)
-    wanted = set(relations)
-    same_relation = sorted(
-        {f.head for f in graph.world.facts if f.relation in wanted} - set(path) - set(neighbours)
-    )
+    heads = set().union(*(graph.heads(relation) for relation in relations))
+    same_relation = sorted(heads - set(path) - set(neighbours))
     rng.shuffle(same_relation)
     return (neighbours + same_relation)[:MAX_NEAR]
 

@@ -220,7 +220,9 @@ class WorldGraph:
         self._edges: set[tuple[str, str]] = set()  # (head, tail) of every current fact
         self._neighbours: dict[str, set[str]] = defaultdict(set)
         self.former: dict[str, list[Fact]] = defaultdict(list)  # head -> facts that ended
+        self._heads: dict[str, set[str]] = defaultdict(set)  # relation -> heads, former facts too
         for fact in world.facts:
+            self._heads[fact.relation].add(fact.head)
             if is_former(fact):
                 self.former[fact.head].append(fact)
             else:
@@ -260,6 +262,10 @@ class WorldGraph:
     def outgoing(self, entity: str) -> list[Fact]:
         """Current facts with `entity` as head, in world order."""
         return list(self._outgoing.get(entity, ()))
+
+    def heads(self, relation: str) -> set[str]:
+        """Every entity that is the head of a fact of `relation`, current or former."""
+        return set(self._heads.get(relation, ()))
 
     def neighbours(self, entity: str) -> set[str]:
         return set(self._neighbours.get(entity, ()))
