@@ -101,14 +101,18 @@ def _counter(tokenizer: str | None) -> TokenCounter:
 
 def generate_world(job: WorldJob, cfg: BuildConfig) -> tuple[World, list[dict]]:
     """Build one world and all of its examples (runs inside a worker process)."""
-    with cyclic_gc_paused():  # a generated world leaves no cyclic garbage
-        world = build_world(job.world_id, job.seed, job.language, WorldSize.for_length(max(job.lengths)))
-        renderer = Renderer(WorldGraph(world))
-        builder = ContextBuilder(renderer, _counter(cfg.tokenizer))
-        rows = [
-            generate_example(builder, job, j, length, cfg).model_dump()
-            for j, length in enumerate(job.lengths)
-        ]
+    # A generated world leaves no cyclic garbage. The graph, corpus and count caches die with
+    # _generate_world's frame, still inside the pause: the collector never scans them.
+    with cyclic_gc_paused():
+        return _generate_world(job, cfg)
+
+
+def _generate_world(job: WorldJob, cfg: BuildConfig) -> tuple[World, list[dict]]:
+    world = build_world(job.world_id, job.seed, job.language, WorldSize.for_length(max(job.lengths)))
+    builder = ContextBuilder(Renderer(WorldGraph(world)), _counter(cfg.tokenizer))
+    rows = [
+        generate_example(builder, job, j, length, cfg).model_dump() for j, length in enumerate(job.lengths)
+    ]
     return world, rows
 
 
