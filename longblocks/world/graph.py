@@ -269,3 +269,22 @@ class WorldGraph:
 
     def neighbours(self, entity: str) -> set[str]:
         return set(self._neighbours.get(entity, ()))
+
+    def to_networkx(self):
+        """The world as a networkx MultiDiGraph: one node per entity (type, name, kind, year),
+        one edge per fact keyed by fact id (relation, attributes, `former` for ended facts).
+
+        For analysis and interchange (PhantomWiki-style tooling); the generator's own queries
+        use the indexes above, which answer the same questions without networkx's overhead.
+        """
+        import networkx as nx  # only here: the generator's hot path does not need it
+
+        graph = nx.MultiDiGraph(world_id=self.world.id, language=self.world.language)
+        for entity in self.world.entities:
+            graph.add_node(entity.id, type=entity.type, name=entity.name, kind=entity.kind, year=entity.year)
+        for fact in self.world.facts:
+            graph.add_edge(
+                fact.head, fact.tail, key=fact.id, relation=fact.relation, former=is_former(fact),
+                **fact.attributes,
+            )  # fmt: skip
+        return graph

@@ -119,3 +119,34 @@ def test_world_pickles_to_an_equal_world(world):
     clone = pickle.loads(pickle.dumps(world))
     assert clone == world
     assert clone.model_dump_json() == world.model_dump_json()
+
+
+def test_indexes_agree_with_networkx(world, graph):
+    """The dict indexes answer what a networkx traversal of the same multigraph answers."""
+    nx_graph = graph.to_networkx()
+    assert nx_graph.number_of_nodes() == len(world.entities)
+    assert nx_graph.number_of_edges() == len(world.facts)
+    current = [(h, t, d) for h, t, d in nx_graph.edges(data=True) if not d["former"]]
+
+    def nx_step(entity, relation):
+        reached = {
+            t
+            for _, t, d in nx_graph.out_edges(entity, data=True)
+            if d["relation"] == relation and not d["former"]
+        }
+        if RELATIONS[relation].symmetric:
+            reached |= {
+                h
+                for h, _, d in nx_graph.in_edges(entity, data=True)
+                if d["relation"] == relation and not d["former"]
+            }
+        return reached
+
+    for entity in list(graph.entities)[:: max(1, len(graph.entities) // 60)]:
+        for relation in RELATIONS:
+            assert graph.step(entity, relation) == nx_step(entity, relation), (entity, relation)
+        neighbours = {t for h, t, _ in current if h == entity} | {h for h, t, _ in current if t == entity}
+        assert graph.neighbours(entity) == neighbours
+    fact = next(f for f in world.facts if f.relation == "works_for")
+    assert nx_graph.edges[fact.head, fact.tail, fact.id]["relation"] == "works_for"
+    assert nx_graph.nodes[fact.head]["name"] == graph.entities[fact.head].name
