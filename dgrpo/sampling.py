@@ -80,4 +80,9 @@ def draw(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float 
         probs = ordered.softmax(-1)
         outside = probs.cumsum(-1) - probs >= top_p  # the likelier tokens already reach top_p
         logits = logits.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), float("-inf"))
-    return torch.multinomial(logits.softmax(-1), 1).squeeze(-1)
+    # inverse CDF: the first token whose cumulative probability exceeds u ~ U[0, total) is v with
+    # probability p_v (never a token with p_v = 0). torch.multinomial does the same draw but
+    # took ~2/3 of a rollout on CPU at a 151,936-token vocabulary (37 ms vs 8 ms per step).
+    cdf = logits.softmax(-1).double().cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)

@@ -86,3 +86,12 @@ def test_draw_nucleus_on_known_probabilities():
     torch.manual_seed(0)
     drawn = {int(draw(logits, 1.0, 0, 0.75)) for _ in range(200)}
     assert drawn == {0, 1}  # 0.5 + 0.3 reaches 0.75: the smallest such set
+
+
+def test_draw_frequencies_follow_softmax_at_temperature():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]])
+    want = (logits / 0.8).softmax(-1)[0]
+    torch.manual_seed(0)
+    drawn = torch.stack([draw(logits.expand(500, -1), 0.8) for _ in range(20)]).flatten()
+    freq = torch.bincount(drawn, minlength=5).float() / drawn.numel()
+    torch.testing.assert_close(freq, want, atol=0.015, rtol=0)  # 10,000 draws: ~3.5 std errors
