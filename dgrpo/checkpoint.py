@@ -4,7 +4,8 @@ Layout of `<run.out_dir>/checkpoints/step-000010/`:
 
     config.json, model.safetensors, generation_config.json   `AutoModelForCausalLM.from_pretrained`
     tokenizer.json, tokenizer_config.json, chat_template.jinja
-    trainer_state.pt      step, optimizer, LR scheduler, data cursor, RNG (python, numpy, torch)
+    trainer_state.pt      step, optimizer, LR scheduler, data cursor, RNG (python, numpy, torch;
+                          `rng_ranks`: every rank's, when several processes trained)
     config.yaml           the run's resolved config
 
 Each checkpoint is written to a hidden temporary directory and renamed into place, so a run
@@ -75,6 +76,13 @@ def rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def rank_rng_state(state: dict, rank: int) -> dict | None:
+    """The RNG state rank `rank` saved (multi-process runs keep one per rank), or None when
+    fewer processes saved the checkpoint."""
+    rngs = state.get("rng_ranks", [state["rng"]])
+    return rngs[rank] if rank < len(rngs) else None
 
 
 def set_rng_state(state: dict) -> None:

@@ -1,6 +1,7 @@
 """`dgrpo` command line: parse flags, build the config, call one library function.
 
     dgrpo train CONFIG [--set section.key=value ...] [--resume]
+    torchrun --nproc_per_node N -m dgrpo.cli train CONFIG ...   (multi-process, dgrpo.distributed)
     dgrpo eval CONFIG --checkpoint DIR [--split test] [--out DIR] [--set ...]
     dgrpo schema [--out FILE]
 
@@ -52,11 +53,15 @@ def _parser() -> argparse.ArgumentParser:
 def train(args: argparse.Namespace) -> None:
     from dgrpo.checkpoint import latest
     from dgrpo.config import load_config
+    from dgrpo.distributed import is_main
     from dgrpo.trainer import train as run_training
 
+    if not is_main():  # under torchrun only rank 0 reports; the other ranks print errors only
+        logging.getLogger("dgrpo").setLevel(logging.ERROR)
     cfg = load_config(args.config, args.overrides)
     run_dir = run_training(cfg, resume=args.resume)
-    print(f"{cfg.loss.method}: metrics in {run_dir}/metrics.jsonl; latest checkpoint {latest(run_dir)}")
+    if is_main():
+        print(f"{cfg.loss.method}: metrics in {run_dir}/metrics.jsonl; latest checkpoint {latest(run_dir)}")
 
 
 def evaluate(args: argparse.Namespace) -> None:

@@ -2,7 +2,8 @@
 
 One JSON object per training step goes to `<run.out_dir>/metrics.jsonl`. `METRICS` below is the
 table of names and meanings (TRL's "Logged metrics"); a name appears only when the method
-produces it, and `<task>` is the row's task, e.g. multihop.
+produces it, and `<task>` is the row's task, e.g. multihop. A multi-process run logs, from
+rank 0 only, every rank's values merged by `merge_ranks`.
 """
 
 import json
@@ -91,6 +92,29 @@ def peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def merge_ranks(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """One step's metrics from every rank's own (multi-process runs; one rank: unchanged).
+
+    Loss values are shares of the global loss and add up; throughput adds up; extremes and
+    times take the extreme; every other value is the mean over the ranks that report it (an
+    unweighted mean of per-rank means: exact for equal slices, close otherwise).
+    """
+    if len(per_rank) == 1:
+        return per_rank[0]
+    out = {}
+    for name in dict.fromkeys(name for values in per_rank for name in values):
+        values = [entry[name] for entry in per_rank if name in entry]
+        if name == "loss" or name.startswith("loss/") or name == "tokens_per_s":
+            out[name] = sum(values)
+        elif name.endswith(("/max", "_max")) or name in ("step_time_s", "peak_memory_gb"):
+            out[name] = max(values)
+        elif name.endswith(("/min", "_min")):
+            out[name] = min(values)
+        else:
+            out[name] = sum(values) / len(values)
+    return out
 
 
 class MetricsLogger:

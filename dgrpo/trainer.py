@@ -5,6 +5,11 @@ METHODS table (`dgrpo.config`) through `dgrpo.objective`. One code path serves a
 methods: sft and kd "roll out" the fixed response as a group of one, grpo/opd/dgrpo sample G
 completions; every group then runs its shared prompt once (`group_forward`) and is scored on
 completion positions only, in vocabulary chunks (`dgrpo.logprobs`).
+
+Under torchrun each process trains a replica on its slice of every step's batch
+(`dgrpo.distributed`): the loss normalisers and the gradient are summed across processes, so
+the step equals the single-process step on the whole batch; rank 0 alone writes. Sampling RNG
+is seeded with run.seed + rank, so ranks draw different completions.
 """
 
 import logging
@@ -22,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgrpo import checkpoint
+from dgrpo import checkpoint, distributed
 from dgrpo.config import TrainConfig, to_yaml
 from dgrpo.data import Batches, Prepared, apply_chat_template_override, prepare
 from dgrpo.errors import DivergedError, UserError
@@ -34,7 +39,7 @@ from dgrpo.logprobs import (
     logprobs_and_kl,
 )
 from dgrpo.losses import group_advantages, lambda_schedule
-from dgrpo.metrics import MetricsLogger, group_metrics, peak_memory_gb
+from dgrpo.metrics import MetricsLogger, group_metrics, merge_ranks, peak_memory_gb
 from dgrpo.models import (
     autocast_factory,
     check_compatible,
@@ -45,6 +50,7 @@ from dgrpo.models import (
     prepare_for_training,
 )
 from dgrpo.objective import (
+    BatchTotals,
     Signals,
     Weights,
     active_terms,
@@ -79,23 +85,27 @@ class Run:
     batches: Batches
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    logger: MetricsLogger | None = None
+    logger: MetricsLogger | None = None  # rank 0 only
     step: int = 0  # completed training steps
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train until run.steps (or run.stop_after more steps); returns the run directory."""
-    run = setup(cfg, resume)
-    end = cfg.run.steps if cfg.run.stop_after is None else min(cfg.run.steps, run.step + cfg.run.stop_after)
-    try:
-        while run.step < end:
-            metrics = train_step(run)
-            run.step += 1
-            run.logger.log(run.step, metrics)
-            if run.step == end or (cfg.run.save_every and run.step % cfg.run.save_every == 0):
-                save(run)
-    finally:
-        run.logger.close()
+    """Train until run.steps (or run.stop_after more steps); returns the run directory.
+    Under torchrun, every process calls this and joins the process group for its duration."""
+    with distributed.process_group(pick_device(cfg.run.device).type):
+        run = setup(cfg, resume)
+        end = min(cfg.run.steps, run.step + (cfg.run.stop_after or cfg.run.steps))
+        try:
+            while run.step < end:
+                metrics = merge_ranks(distributed.gather_objects(train_step(run)))
+                run.step += 1
+                if run.logger is not None:
+                    run.logger.log(run.step, metrics)
+                if run.step == end or (cfg.run.save_every and run.step % cfg.run.save_every == 0):
+                    save(run)
+        finally:
+            if run.logger is not None:
+                run.logger.close()
     return run.run_dir
 
 
@@ -103,20 +113,17 @@ def train_step(run: Run) -> dict[str, float]:
     """One rollout batch (grad_accum draws) and optim.update_epochs updates on it, each update
     accumulating the gradient over token-budget micro-batches (dgrpo.packing)."""
     cfg, start = run.cfg, time.perf_counter()
-    groups = [
-        group
-        for _ in range(cfg.optim.grad_accum)
-        for group in rollout(run, [run.data.examples[i] for i in run.batches.next()])
-    ]
+    groups = [group for _ in range(cfg.optim.grad_accum) for group in rollout(run, own_slice(run))]
     score(run, groups)
-    weights, totals = step_weights(run), batch_totals(groups)
+    weights, totals = step_weights(run), global_totals(groups)
     micro = micro_batches(groups, cfg.optim.micro_batch_tokens)
     stats: list[dict[str, Tensor]] = []
     for _ in range(cfg.optim.update_epochs):
         for pieces in micro:
             signals = forward(run, pieces)
             loss, loss_stats = objective(run.names, signals, weights, totals)
-            check_finite(run, {"loss": loss, **loss_stats})
+            if distributed.world_size() == 1:  # else the summed grad_norm stops every rank at once
+                check_finite(run, {"loss": loss, **loss_stats})
             loss.backward()  # a share of the step's loss: the shares sum to it
             # logged values only: keep no autograd graph alive past the backward
             stats.append({"loss": loss.detach(), **loss_stats, **diagnostics(signals, run.names)})
@@ -124,6 +131,21 @@ def train_step(run: Run) -> dict[str, float]:
     seconds = time.perf_counter() - start
     extra = {"lambda": weights.lam, "lr": lr, "grad_norm": grad_norm, "micro_batches": len(micro)}
     return step_metrics(run, groups, stats, extra, seconds)
+
+
+def own_slice(run: Run) -> list:
+    """This rank's examples of the next batch: every rank draws the same global batch (same
+    seed and cursor) and takes positions rank, rank + world, ..."""
+    positions = run.batches.next()[distributed.rank() :: distributed.world_size()]
+    return [run.data.examples[i] for i in positions]
+
+
+def global_totals(groups: list[Group]) -> BatchTotals:
+    """The step's loss normalisers over every rank's groups, so that each rank's loss is its
+    share of the global loss and the ranks' gradients sum to its gradient."""
+    local = batch_totals(groups)
+    rows, tokens = distributed.sum_floats([local.rows, local.tokens])
+    return BatchTotals(rows=int(rows), tokens=tokens)
 
 
 def rollout(run: Run, examples: list) -> list[Group]:
@@ -142,11 +164,13 @@ def score(run: Run, groups: list[Group]) -> None:
             score_group(group, cfg.rollout.truncation)
         rewards = torch.cat([group.rewards for group in groups])
         size = cfg.rollout.group_size
+        # every rank's rewards (equal counts per rank): loss.scale=batch reads the global batch
+        everyone = torch.cat(distributed.gather_objects(rewards))
         adv = (
-            group_advantages(rewards, size, cfg.loss.scale, cfg.loss.adv_eps)
+            group_advantages(everyone, size, cfg.loss.scale, cfg.loss.adv_eps)
             if terms.needs_rewards
-            else torch.zeros_like(rewards)
-        )
+            else torch.zeros_like(everyone)
+        ).split(len(rewards))[distributed.rank()]
         for group, group_adv in zip(groups, adv.to(run.device).split(size), strict=True):
             group.adv = group_adv
     frozen = partial(
@@ -241,6 +265,7 @@ def step_weights(run: Run) -> Weights:
 def update(run: Run) -> tuple[float, float]:
     """Clip, optimizer step, LR schedule step; returns (grad norm before clipping, LR used)."""
     params = [p for p in run.student.parameters() if p.requires_grad]
+    distributed.sum_gradients(params)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, run.cfg.optim.max_grad_norm or math.inf)
     check_finite(run, {"grad_norm": grad_norm})
     lr = run.optimizer.param_groups[0]["lr"]
@@ -289,15 +314,21 @@ def _is_share(name: str) -> bool:
     return name == "loss" or name.startswith("loss/")
 
 
-def save(run: Run) -> Path:
-    state = {
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "data": run.batches.state_dict(),
-    }
-    return checkpoint.save(
-        run.run_dir, run.step, run.student, run.tokenizer, state, to_yaml(run.cfg), run.cfg.run.keep_last
-    )
+def save(run: Run) -> None:
+    """Rank 0 writes the checkpoint (replicas hold equal weights and optimizer state), with
+    every rank's RNG state; all ranks return once it is on disk."""
+    rngs = distributed.gather_objects(checkpoint.rng_state())
+    if distributed.is_main():
+        state = {
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "data": run.batches.state_dict(),
+            **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
+        }
+        checkpoint.save(
+            run.run_dir, run.step, run.student, run.tokenizer, state, to_yaml(run.cfg), run.cfg.run.keep_last
+        )
+    distributed.barrier()
 
 
 # ------------------------------------------------------------------------------------------
@@ -307,22 +338,25 @@ def save(run: Run) -> Path:
 
 def setup(cfg: TrainConfig, resume: bool) -> Run:
     """Models, data, optimizer and logger; with `resume`, the newest checkpoint's full state."""
-    seed_everything(cfg.run.seed)
+    seed_everything(cfg.run.seed + distributed.rank())  # ranks sample different completions
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
+    distributed.check_divisible(cfg.data.batch_size, "data.batch_size")
     run_dir = Path(cfg.run.out_dir)
-    checkpoint.clean_partial(run_dir)
+    if distributed.is_main():
+        checkpoint.clean_partial(run_dir)
     last = checkpoint.latest(run_dir)
     if last is not None and not resume:
         raise UserError(
             f"run.out_dir {run_dir} already holds checkpoints", "pass --resume or choose another run.out_dir"
         )
-    device = pick_device(cfg.run.device)
+    device = distributed.local_device(pick_device(cfg.run.device))
     autocast = autocast_factory(device, cfg.run.autocast)
     tokenizer = load_tokenizer(cfg.model.student)
     apply_chat_template_override(tokenizer, cfg.data)
     student = load_model(str(last) if last else cfg.model.student, seed=cfg.run.seed, dtype=cfg.model.dtype)
     student = student.to(device)
+    distributed.broadcast_parameters(student)
     prepare_for_training(student, cfg.model.gradient_checkpointing)
     names = active_terms(cfg.terms, cfg.loss.estimator, cfg.loss.combine, cfg.loss.beta)
     data = prepare(
@@ -364,11 +398,12 @@ def setup(cfg: TrainConfig, resume: bool) -> Run:
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
     )
     _restore(run, last)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-    run.logger = MetricsLogger(
-        run_dir, cfg.run.steps, run.step, cfg.run.report_to, cfg.run.progress, cfg.model_dump(mode="json")
-    )
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        run.logger = MetricsLogger(
+            run_dir, cfg.run.steps, run.step, cfg.run.report_to, cfg.run.progress, cfg.model_dump(mode="json")
+        )
     log.info(
         "%s: terms %s, %d training rows (%d skipped as too long), starting at step %d of %d",
         cfg.loss.method, "+".join(names), len(data.examples), data.skipped_long, run.step, cfg.run.steps,
@@ -386,7 +421,11 @@ def _restore(run: Run, last: Path | None) -> None:
     run.scheduler.load_state_dict(state["scheduler"])
     run.batches.load_state_dict(state["data"])
     run.step = int(state["step"])
-    checkpoint.set_rng_state(state["rng"])
+    rng = checkpoint.rank_rng_state(state, distributed.rank())
+    if rng is not None:
+        checkpoint.set_rng_state(rng)
+    else:  # more processes than saved the checkpoint: a fresh stream of this rank's own
+        seed_everything(run.cfg.run.seed + distributed.rank() + run.step)
     log.info("resumed from %s", last)
 
 

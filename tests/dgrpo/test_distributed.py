@@ -1,0 +1,113 @@
+"""Two CPU processes (torchrun, gloo) against one: the same loss and gradient, rank 0 alone
+writes, and a resumed two-process run continues exactly."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dgrpo import checkpoint, distributed
+from dgrpo.config import make_config
+from dgrpo.errors import UserError
+from dgrpo.metrics import merge_ranks
+from dgrpo.trainer import train
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+ROOT = Path(__file__).parents[2]
+
+
+def metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(values: dict, config: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 -m dgrpo.cli train CONFIG` on CPU; fails the test on error."""
+    config.write_text(yaml.safe_dump(values))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "-m", "dgrpo.cli", "train", str(config), "--set", "run.device=cpu", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+SFT = {"run": {"steps": 2}, "data": {"batch_size": 2}, "optim": {"lr": 3e-3, "schedule": "constant"}}
+
+
+def test_two_processes_take_the_single_process_step(make_run_values, tmp_path):
+    """sft is deterministic: the global loss and the summed gradient's norm must match."""
+    single = metrics(train(make_config(make_run_values("sft", "single", **SFT))))
+    done = torchrun(make_run_values("sft", "double", **SFT), tmp_path / "double.yaml")
+    double = metrics(tmp_path / "double")
+    assert [row["step"] for row in double] == [1, 2]  # one writer: one line per step
+    for name in ("loss", "loss/ce", "grad_norm"):
+        assert [row[name] for row in double] == pytest.approx([row[name] for row in single], abs=1e-5)
+    assert checkpoint.latest(tmp_path / "double").name == "step-000002"
+    assert done.stdout.count("metrics in") == 1  # only rank 0 reports
+
+
+@pytest.mark.slow
+def test_two_process_dgrpo_resumes_like_the_uninterrupted_run(make_run_values, tmp_path):
+    sections = {"run": {"steps": 3, "save_every": 1}, "data": {"batch_size": 2}, "loss": {"beta": 0.05}}
+    torchrun(make_run_values("dgrpo", "whole", **sections), tmp_path / "whole.yaml")
+    parts = make_run_values("dgrpo", "parts", **sections)
+    torchrun(parts, tmp_path / "parts.yaml", "run.stop_after=2")
+    assert [row["step"] for row in metrics(tmp_path / "parts")] == [1, 2]
+    state = checkpoint.load_state(checkpoint.latest(tmp_path / "parts"))
+    assert len(state["rng_ranks"]) == 2  # each rank's sampling RNG
+    torchrun(parts, tmp_path / "parts.yaml", "--resume")
+    whole, resumed = metrics(tmp_path / "whole"), metrics(tmp_path / "parts")
+    assert [row["step"] for row in resumed] == [1, 2, 3]
+    for name in ("loss", "reward/mean", "kl_teacher"):
+        assert [row[name] for row in resumed] == [row[name] for row in whole]
+    assert sorted(p.name for p in (tmp_path / "parts" / "checkpoints").iterdir()) == [
+        "step-000002",
+        "step-000003",
+    ]
+
+
+def test_single_process_helpers_are_no_ops():
+    assert not distributed.launched() and distributed.is_main() and distributed.world_size() == 1
+    assert distributed.sum_floats([1, 2.5]) == [1, 2.5]
+    assert distributed.gather_objects({"a": 1}) == [{"a": 1}]
+    param = torch.nn.Parameter(torch.ones(2))
+    param.grad = torch.full((2,), 3.0)
+    distributed.sum_gradients([param])
+    assert param.grad.tolist() == [3.0, 3.0]
+
+
+def test_batch_size_must_divide_among_processes(make_run_config, monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(UserError, match="data.batch_size 1 is not divisible by the 2 processes"):
+        train(make_run_config("sft", data={"batch_size": 1}))
+
+
+def test_merge_ranks():
+    merged = merge_ranks(
+        [
+            {"loss": 1.0, "nll": 2.0, "completion_length/max": 5, "ratio_min": 0.9, "reward/x/mean": 1.0},
+            {"loss": 0.5, "nll": 4.0, "completion_length/max": 7, "ratio_min": 0.8},
+        ]
+    )
+    assert merged == {
+        "loss": 1.5,
+        "nll": 3.0,
+        "completion_length/max": 7,
+        "ratio_min": 0.8,
+        "reward/x/mean": 1.0,
+    }
