@@ -94,6 +94,12 @@ def peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
+def is_loss_share(name: str) -> bool:
+    """`loss` and `loss/<term>` are logged as shares of the step's loss: they add up across
+    micro-batches and ranks instead of being averaged."""
+    return name == "loss" or name.startswith("loss/")
+
+
 def merge_ranks(per_rank: list[dict[str, float]]) -> dict[str, float]:
     """One step's metrics from every rank's own (multi-process runs; one rank: unchanged).
 
@@ -106,7 +112,7 @@ def merge_ranks(per_rank: list[dict[str, float]]) -> dict[str, float]:
     out = {}
     for name in dict.fromkeys(name for values in per_rank for name in values):
         values = [entry[name] for entry in per_rank if name in entry]
-        if name == "loss" or name.startswith("loss/") or name == "tokens_per_s":
+        if is_loss_share(name) or name == "tokens_per_s":
             out[name] = sum(values)
         elif name.endswith(("/max", "_max")) or name in ("step_time_s", "peak_memory_gb"):
             out[name] = max(values)

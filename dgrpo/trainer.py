@@ -39,7 +39,7 @@ from dgrpo.logprobs import (
     logprobs_and_kl,
 )
 from dgrpo.losses import group_advantages, lambda_schedule
-from dgrpo.metrics import MetricsLogger, group_metrics, merge_ranks, peak_memory_gb
+from dgrpo.metrics import MetricsLogger, group_metrics, is_loss_share, merge_ranks, peak_memory_gb
 from dgrpo.models import (
     autocast_factory,
     check_compatible,
@@ -296,7 +296,7 @@ def step_metrics(run: Run, groups: list[Group], stats, extra: dict, seconds: flo
     out = {}
     for name in names:
         values = torch.stack([entry[name] for entry in stats if name in entry]).float()
-        out[name] = (values.sum() / updates if _is_share(name) else values.mean()).item()
+        out[name] = (values.sum() / updates if is_loss_share(name) else values.mean()).item()
     out |= group_metrics(groups) | extra
     tokens = sum(group.prompt_ids.shape[1] + int(group.mask.sum()) for group in groups)
     out |= {
@@ -308,10 +308,6 @@ def step_metrics(run: Run, groups: list[Group], stats, extra: dict, seconds: flo
         "data/skipped_response": run.data.skipped_response,
     }
     return out
-
-
-def _is_share(name: str) -> bool:
-    return name == "loss" or name.startswith("loss/")
 
 
 def save(run: Run) -> None:
