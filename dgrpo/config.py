@@ -7,7 +7,8 @@ method name decides which loss terms are on: the five methods are rows of that t
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from types import UnionType
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -389,9 +390,34 @@ class Rule(ValueError):
 # ------------------------------------------------------------------------------------------
 
 
+def bundled_configs() -> dict[str, Path]:
+    """Method name -> its example config: `configs/` of a checkout, `dgrpo/_configs` in a wheel."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "_configs", package.parent / "configs"):
+        if folder.is_dir():
+            return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+    return {}
+
+
+def config_path(name: str | Path) -> Path:
+    """A YAML file, or the name of a bundled config (`grpo` -> its configs/grpo.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = bundled_configs()
+    if str(name) in bundled:
+        return bundled[str(name)]
+    raise UserError(
+        f"config '{name}' is neither a file nor a bundled config",
+        f"pass a YAML file or one of {', '.join(bundled) or 'sft, kd, grpo, opd, dgrpo'}; "
+        "`dgrpo init grpo > my.yaml` writes one to edit",
+    )
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read `path` (YAML; None: all defaults), apply `a.b=value` overrides, validate."""
-    values = _read_yaml(Path(path)) if path is not None else {}
+    """Read `path` (a YAML file or a bundled config name; None: all defaults), apply `a.b=value`
+    overrides, validate."""
+    values = _read_yaml(config_path(path)) if path is not None else {}
     for item in overrides:
         _apply_override(values, item)
     return make_config(values)
@@ -411,10 +437,6 @@ def to_yaml(cfg: TrainConfig) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(
-            f"config file '{path}' not found", "pass the path of a YAML file, e.g. configs/dgrpo.yaml"
-        )
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -432,8 +454,13 @@ def _read_yaml(path: Path) -> dict:
 
 
 def _apply_override(values: dict, item: str) -> None:
-    """`loss.lam=0.5` -> values["loss"]["lam"] = 0.5; the value is parsed as YAML (1e-4 stays text
-    and pydantic converts it)."""
+    """`loss.lam=0.5` -> values["loss"]["lam"] = 0.5.
+
+    A field that holds text (str, str | None, a Literal of names, a value of a dict[str, str]
+    such as data.defaults.instruction) receives the raw text, so `: `, `#` or quotes in it are
+    kept as typed; `null` or `~` sets an optional one to None. Any other value is parsed as
+    YAML (numbers, booleans, lists, mappings), and pydantic converts and checks it.
+    """
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise UserError(f"override '{item}' is not key=value", "write e.g. --set loss.lam=0.5")
@@ -443,10 +470,42 @@ def _apply_override(values: dict, item: str) -> None:
         node = node.setdefault(name, {})
         if not isinstance(node, dict):
             raise UserError(f"override '{item}': '{name}' is not a section", "check the key path")
+    node[leaf] = _override_value(raw, _annotation_at([*parents, leaf]))
+
+
+def _override_value(raw: str, annotation: Any) -> Any:
+    kinds = {type(None) if arg is None else arg for arg in _flat_args(annotation)}
+    if kinds and kinds <= {str, type(None)}:
+        return None if type(None) in kinds and raw.strip() in ("null", "~") else raw
+    if not raw.strip():
+        return ""
     try:
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        return yaml.safe_load(raw)
     except yaml.YAMLError:
-        node[leaf] = raw
+        return raw
+
+
+def _flat_args(annotation: Any) -> set:
+    """str | None -> {str, None}; Literal["a", "b"] -> {str}; anything else -> {annotation}."""
+    if get_origin(annotation) is Literal:
+        return {type(arg) for arg in get_args(annotation)}
+    if get_origin(annotation) in (Union, UnionType):
+        return set().union(*(_flat_args(arg) for arg in get_args(annotation)))
+    return {annotation}
+
+
+def _annotation_at(path: list[str]) -> Any:
+    """The type a dotted key holds (None when the key does not exist: validation reports it)."""
+    annotation: Any = TrainConfig
+    for name in path:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(name)
+            annotation = field.annotation if field is not None else None
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            return None
+    return annotation
 
 
 def _user_error(error: dict) -> UserError:
@@ -460,8 +519,12 @@ def _user_error(error: dict) -> UserError:
     if isinstance(original, Rule):
         return UserError(original.problem, original.fix)
     message = error["msg"].removeprefix("Value error, ")
-    shown = f" ({error['input']!r})" if not isinstance(error.get("input"), dict | list) else ""
+    shown = f" ({_shorten(repr(error['input']))})" if "input" in error else ""
     return UserError(f"invalid {where}{shown}: {message}", "see the field's description in dgrpo/config.py")
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _field_names(path: list[str]) -> list[str]:

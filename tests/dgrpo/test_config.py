@@ -55,6 +55,25 @@ def test_overrides_parse_values_as_yaml(tmp_path):
     assert cfg.optim.betas == (0.9, 0.95) and cfg.optim.max_grad_norm is None
 
 
+def test_text_fields_receive_the_raw_override_text():
+    # configs/sft.yaml's documented example: ': ' and quotes would make YAML read a mapping
+    instruction = "End with a line 'Answer: <answer>'."
+    cfg = load_config(
+        None,
+        [f"data.defaults.instruction={instruction}", "model.student=1e-3", "run.out_dir=out/#1",
+         "loss.method=sft", "teacher.model=null", "data.name=~", "model.reference=yes"],
+    )  # fmt: skip
+    assert cfg.data.defaults == {"instruction": instruction}
+    assert cfg.model.student == "1e-3" and cfg.run.out_dir == "out/#1" and cfg.loss.method == "sft"
+    assert cfg.teacher.model is None and cfg.data.name is None and cfg.model.reference == "yes"
+
+
+def test_a_rejected_override_shows_the_value_received():
+    message = _error(overrides=["run.steps=a: b"])
+    assert message.startswith("invalid run.steps ({'a': 'b'}): ")
+    assert "invalid run.save_every ([1, 2])" in _error(overrides=["run.save_every=[1, 2]"])
+
+
 def test_overrides_win_over_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("loss:\n  method: sft\noptim:\n  lr: 0.5\n")
