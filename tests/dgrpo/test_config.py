@@ -150,4 +150,19 @@ def test_bad_yaml_files(tmp_path, text, expected):
 
 
 def test_missing_config_file(tmp_path):
-    assert "not found" in _error(path=tmp_path / "nope.yaml")
+    message = _error(path=tmp_path / "nope.yaml")
+    assert "nope.yaml' is neither a file nor a bundled config" in message and "dgrpo init" in message
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_method_name_loads_its_bundled_config(method, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config(method) == load_config(Path(__file__).parents[2] / "configs" / f"{method}.yaml")
+
+
+def test_the_wheel_carries_the_bundled_configs():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    included = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert included["configs"] == "dgrpo/_configs"  # where bundled_configs() looks first
