@@ -103,6 +103,15 @@ class DataConfig(Section):
         description="Field used as the fixed response by sft and kd: 'reference' (longblocks' gold "
         "reasoning and answer line) or a teacher-response field (map it in data.columns).",
     )
+    append_answer_line: bool = Field(
+        False,
+        description="sft/kd: end each fixed response with the answer line of the row's language, "
+        "built from its `answer` field ('Answer: <answer>'; 'Resposta:' / 'Antwort:' for language "
+        "pt / de), unless its last answer line already gives that answer. For teacher responses "
+        "that end with an inline 'Answer: X', a plain sentence or a bare name (the published "
+        "LongBlocks response_<model> columns): trained on as they are, they teach a format "
+        "longblocks.rewards scores as unparsable (docs/rows.md).",
+    )
     prompt_template: str | None = Field(
         None,
         description="Path to a jinja2 template that renders the user message from the row's fields. "

@@ -136,3 +136,33 @@ def test_save_model_writes_a_folder_transformers_loads(capsys, tmp_path):
     assert "exists and is not empty" in error_line(capsys, "save-model", "tiny-qwen3", str(out))
     assert "no embedded model 'huge'" in error_line(capsys, "save-model", "huge", str(tmp_path / "x"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # nothing half-written left
+
+
+def test_the_published_layout_example_in_sft_yaml_runs_as_written(capsys, dataset_dir, tmp_path, monkeypatch):
+    """The command in configs/sft.yaml's header, with <dir> and <model> filled in, on a folder of
+    the published LongBlocks layout (parquet, no system/instruction/reference/verification)."""
+    import re
+    import shlex
+
+    import datasets
+
+    header = (Path(__file__).parents[2] / "configs" / "sft.yaml").read_text()
+    command = re.search(
+        r"^#   (dgrpo train sft --set data\.path=<dir> .*?)$\n(?!#     )", header, re.M | re.S
+    )
+    text = re.sub(r"\\\n#\s+", " ", command.group(1))
+    source = datasets.load_from_disk(str(dataset_dir))
+    folder = tmp_path / "published" / "data"
+    folder.mkdir(parents=True)
+    for split, rows in source.items():
+        rows = rows.select_columns(["id", "document", "source", "language", "question", "answer"])
+        rows = rows.add_column("response_qwen3", [f"It is {a}. Answer: {a}" for a in rows["answer"]])
+        rows.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    text = text.replace("<dir>", str(tmp_path / "published")).replace("<model>", "qwen3")
+    argv = shlex.split(text)[1:] + ["run.steps=1", "data.max_prompt_tokens=1100", "run.progress=false"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    assert main([*argv, "--quiet"]) == 0, capsys.readouterr().err
+    saved = yaml.safe_load((tmp_path / "out" / "sft" / "config.yaml").read_text())
+    assert saved["data"]["defaults"] == {"instruction": "End with a line 'Answer: <answer>'."}
+    assert saved["data"]["append_answer_line"] is True
