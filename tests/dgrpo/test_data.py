@@ -219,7 +219,7 @@ def test_answer_labels_are_the_lexicon_labels():
     lexicons = {
         p.parent.name: yaml.safe_load(p.read_text())["answer_label"] for p in templates.glob("*/lexicon.yaml")
     }
-    assert ANSWER_LABELS == lexicons
+    assert lexicons == ANSWER_LABELS
 
 
 def test_published_layout_targets_score_under_the_reward_trainers_use(dataset_dir, tmp_path, tokenizer):
