@@ -20,7 +20,7 @@ Method = Literal["sft", "kd", "grpo", "opd", "dgrpo"]
 
 
 class Terms(NamedTuple):
-    """Which parts of the one objective (DESIGN.md "Objective") a method switches on."""
+    """Which parts of the one objective (docs/objective.md) a method switches on."""
 
     pg: bool  # clipped policy gradient on group-relative advantages, L_pg
     opd: bool  # reverse KL to the teacher on student-sampled completions, L_opd
@@ -153,7 +153,7 @@ class RolloutConfig(Section):
         1.0,
         gt=0,
         description="τ for sampling. π_θ, π_old and teacher log-probs are all taken at this τ, so the "
-        "ratio and the KL refer to the distribution that sampled (DESIGN.md).",
+        "ratio and the KL refer to the distribution that sampled (docs/objective.md).",
     )
     top_p: float = Field(
         1.0, gt=0, le=1, description="Nucleus sampling; 1 keeps the full distribution (matches π at τ)."
@@ -204,7 +204,7 @@ class LossConfig(Section):
         "grpo",
         description="sft: cross-entropy on data.response_field; kd: forward KL to the teacher on those "
         "responses; grpo: clipped policy gradient on rewards; opd: reverse KL to the teacher on sampled "
-        "completions; dgrpo: grpo + λ·opd (DESIGN.md 'Objective'). See METHODS.",
+        "completions; dgrpo: grpo + λ·opd (docs/objective.md). See METHODS.",
     )
     estimator: ReverseKLEstimator = Field(
         "full",
