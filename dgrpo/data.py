@@ -80,8 +80,9 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
 def _load_local_folder(path: Path, name: str | None) -> datasets.DatasetDict:
     """A folder of data files (a `longblocks publish --dry-run` tree, parquet or json files) via
     load_dataset, cached under a folder named by the files' content hash. `datasets` keys its
-    own cache on the folder's path and file patterns, not on the files, so a folder rewritten in
-    place (another dataset published to the same dry-run folder) would give the old rows."""
+    own cache on the folder's name and the card's file patterns, not on the files, so a folder
+    rewritten in place (another dataset published to the same dry-run folder), or another
+    folder of the same name, would give rows read before."""
     digest = content_fingerprint(path)
     cache_dir = Path(datasets.config.HF_DATASETS_CACHE) / "dgrpo-local" / digest[:16]
     log.info("data: %s, content sha256 %s", path, digest[:16])
