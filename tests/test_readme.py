@@ -63,3 +63,12 @@ def test_trl_section_runs_as_written(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rewards/longblocks_reward/mean" in done.stdout + done.stderr  # TRL called our reward
     assert any((tmp_path / "out" / "trl-grpo").rglob("model.safetensors"))
+
+
+def test_a_cut_completion_scores_as_finished_unless_the_reward_is_told():
+    """Why the README sets mask_truncated_completions: TRL passes no `truncated` column, and a
+    completion cut mid-ramble after an early answer line would earn the full reward."""
+    verification = [{"kind": "exact", "answer": "Mara Quill", "aliases": []}]
+    cut = ["Answer: Mara Quill\nBut first, let me reconsider the second document, which says that"]
+    assert longblocks_reward(completions=cut, verification=verification) == [1.0]
+    assert longblocks_reward(completions=cut, verification=verification, truncated=[True]) == [0.0]
