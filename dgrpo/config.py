@@ -416,11 +416,14 @@ def config_path(name: str | Path) -> Path:
     bundled = bundled_configs()
     if str(name) in bundled:
         return bundled[str(name)]
-    raise UserError(
-        f"config '{name}' is neither a file nor a bundled config",
-        f"pass a YAML file or one of {', '.join(bundled) or 'sft, kd, grpo, opd, dgrpo'}; "
-        "`dgrpo init grpo > my.yaml` writes one to edit",
-    )
+    if path.suffix in (".yaml", ".yml") and path.stem in bundled:  # configs/grpo.yaml outside a checkout
+        fix = f"for the bundled one pass its name: `{path.stem}` (`dgrpo init {path.stem}` prints it)"
+    else:
+        fix = (
+            f"pass a YAML file or one of {', '.join(bundled) or 'sft, kd, grpo, opd, dgrpo'}; "
+            "`dgrpo init grpo > my.yaml` writes one to edit"
+        )
+    raise UserError(f"config '{name}' is neither a file nor a bundled config", fix)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:

@@ -154,6 +154,11 @@ def test_missing_config_file(tmp_path):
     assert "nope.yaml' is neither a file nor a bundled config" in message and "dgrpo init" in message
 
 
+def test_a_checkout_path_outside_the_checkout_names_the_bundled_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "pass its name: `grpo` (`dgrpo init grpo` prints it)" in _error(path="configs/grpo.yaml")
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_method_name_loads_its_bundled_config(method, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
