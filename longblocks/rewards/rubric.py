@@ -45,6 +45,8 @@ NEGATIONS = {  # normalised; "n't" normalises to the word "t"
 }
 STATEMENT_BREAK = re.compile(r"(?<=[.!?;])(?<!\b[A-ZÀ-Þ]\.)\s+|\n+")  # not after an initial: 'M. Quill'
 YEAR_LIKE = re.compile(r"[12]\d{3}")
+MAX_STATEMENT_WORDS = 60  # a longer run without a sentence end (a list of names) states nothing
+MAX_SPAN_WORDS = 24  # a statement's name, relation word and year lie this close together
 
 Span = tuple[int, int]  # first and last token index, inclusive
 
@@ -84,13 +86,13 @@ def length_budget(n_items: int) -> int:
     return BASE_WORDS + WORDS_PER_ITEM * n_items
 
 
-def _find(tokens: list[str], phrase: tuple[str, ...], inside: bool) -> list[Span]:
-    """Where `phrase` occurs: whole tokens, or (inside=True) each word within a token."""
+def _find(tokens: list[str], phrase: tuple[str, ...], prefix: bool) -> list[Span]:
+    """Where `phrase` occurs: whole tokens, or (prefix=True) tokens beginning with its words."""
     n = len(phrase)
     hits = []
     for p in range(len(tokens) - n + 1):
         window = tokens[p : p + n]
-        if all((w in t) if inside else (w == t) for w, t in zip(phrase, window, strict=True)):
+        if all(t.startswith(w) if prefix else (w == t) for w, t in zip(phrase, window, strict=True)):
             hits.append((p, p + n - 1))
     return hits
 
@@ -107,6 +109,7 @@ class Statement:
         self.years = [i for i, t in enumerate(self.tokens) if YEAR_LIKE.fullmatch(t) and i not in in_name]
         self.items = items
         self.negated = not items or bool(items[0].negations & set(self.tokens))
+        self.void = self.negated or len(self.tokens) > MAX_STATEMENT_WORDS
 
     def cues(self, item: Item) -> list[Span]:
         if item.cues is None:
@@ -117,6 +120,8 @@ class Statement:
     def clean(self, span: Span, allowed: frozenset[str], names_ok: set[int]) -> bool:
         """No year-like number outside `allowed` and no name of an item outside `names_ok`."""
         a, b = span
+        if b - a >= MAX_SPAN_WORDS:
+            return False
         if any(a <= y <= b and self.tokens[y] not in allowed for y in self.years):
             return False
         return not any(
@@ -129,7 +134,7 @@ class Statement:
     def states(self, i: int) -> Span | None:
         """The first stretch that states item i, or None."""
         item = self.items[i]
-        if self.negated:
+        if self.void:
             return None
         years = [(y, y) for y in self.years if self.tokens[y] == item.year] if item.year else [(-1, -1)]
         for parts in _combinations(self.names[i], self.cues(item), years):
@@ -141,7 +146,7 @@ class Statement:
     def contradicts(self, i: int) -> bool:
         """Relation and other entity of item i with a year (the nearest to the name) it cannot have."""
         item = self.items[i]
-        if self.negated or item.year is None or not self.years:
+        if self.void or item.year is None or not self.years:
             return False
         for name in self.names[i]:
             nearest = min(self.years, key=lambda y: min(abs(y - name[0]), abs(y - name[1])))
@@ -157,7 +162,7 @@ class Statement:
         """Relation and year of item i given to another rubric entity that this statement
         does not state a fact of."""
         item = self.items[i]
-        if self.negated or item.year is None or self.names[i]:
+        if self.void or item.year is None or self.names[i]:
             return False
         years = [(y, y) for y in self.years if self.tokens[y] == item.year]
         for j, spans in enumerate(self.names):
