@@ -91,4 +91,3 @@ def score_cited(response: str, verification: Mapping[str, Any], truncated: bool 
 def score_abstain(response: str, verification: Mapping[str, Any], truncated: bool = False) -> Score:
     """1 if the final answer abstains (any documented phrasing, any language), else 0."""
     return judge(parse_response(response, truncated), verification)
-

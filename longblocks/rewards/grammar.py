@@ -51,7 +51,8 @@ _ABSTAIN_CORES = (
     # en
     r"unanswerable|not answerable|no answer|unknown|insufficient information|no information",
     r"(?:can ?not|can t|could not) be (?:answered|determined|found|known|established)",
-    r"(?:is )?not (?:stated|given|mentioned|found|specified|provided|available|present|contained|in documents)",
+    r"(?:is )?not (?:stated|given|mentioned|found|specified|provided|available|present|contained)",
+    r"(?:is )?not in documents",
     r"documents do not (?:say|state|contain|mention|give|specify|provide)(?: it| this| answer)?",
     # pt
     r"sem resposta|desconhecid[ao]|informacao insuficiente|nao ha (?:resposta|informacao)",
@@ -83,9 +84,7 @@ STATEMENT = re.compile(
 BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\{([^{}]*)\}")
 DOC_ID = re.compile(r"\bD\d+\b", re.IGNORECASE)
-CITATION_GROUP = re.compile(
-    r"[\[(]\s*D\d+(?:\s*(?:[,;/&]|and|e|und)\s*D\d+)*\s*[\])]", re.IGNORECASE
-)
+CITATION_GROUP = re.compile(r"[\[(]\s*D\d+(?:\s*(?:[,;/&]|and|e|und)\s*D\d+)*\s*[\])]", re.IGNORECASE)
 THINK = re.compile(r"^\s*<think>.*?</think>", re.DOTALL)
 _WRAPPING = " \t*_`\"'“”„«».,;:!$"
 
@@ -159,7 +158,7 @@ def parse_response(response: str, truncated: bool = False) -> Parsed:
     if truncated or ("<think>" in response and "</think>" not in response):
         return Parsed(None, (), "truncated")
     lines = report_text(response).strip().splitlines()
-    markers = _markers(lines)
+    markers = [m for m in _markers(lines) if _clean(m[1])[0]]  # 'Answer:' and nothing after: none
     if not markers:
         last = next((line for line in reversed(lines) if line.strip()), "")
         for sentence in reversed(re.split(r"(?<=[.!?])\s+", last.strip())):

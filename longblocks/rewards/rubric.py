@@ -128,6 +128,10 @@ class Statement:
             a <= s and e <= b for j, spans in enumerate(self.names) if j not in names_ok for s, e in spans
         )
 
+    def _years_of_others(self, i: int) -> set[str]:
+        """Years of the other rubric items this statement names: a year beside one of them is theirs."""
+        return {o.year for j, o in enumerate(self.items) if j != i and self.names[j] and o.year}
+
     def _same_name(self, i: int) -> set[int]:
         return {j for j, other in enumerate(self.items) if set(other.names) & set(self.items[i].names)}
 
@@ -150,7 +154,7 @@ class Statement:
             return False
         for name in self.names[i]:
             nearest = min(self.years, key=lambda y: min(abs(y - name[0]), abs(y - name[1])))
-            if self.tokens[nearest] in item.allowed:
+            if self.tokens[nearest] in item.allowed or self.tokens[nearest] in self._years_of_others(i):
                 continue
             for cue in self.cues(item):
                 span = _cover([name, cue, (nearest, nearest)])

@@ -66,10 +66,14 @@ def test_profile_leaves_nothing_about_the_focus_out_of_the_rubric(graph):
         assert rubric <= about and about - rubric <= instance.excluded
 
 
+def _keys(item: dict) -> set[str]:
+    return {item["other"], *([str(item["year"])] if item["year"] is not None else [])}
+
+
 def test_items_can_be_told_apart(graph):
-    """No item's keys lie within another's: a sentence stating one never states another."""
+    """No item's other entity and year lie within another's: a sentence stating one never states another."""
     for instance in _instances(graph):
-        keys = [set(json.loads(item)["keys"]) for item in instance.verification["rubric"]]
+        keys = [_keys(json.loads(item)) for item in instance.verification["rubric"]]
         assert not [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :] if a <= b or b <= a]
 
 
@@ -79,18 +83,21 @@ def test_row_rederives_from_the_graph(graph, builder):
         assert TASK.check(row, graph) == []
         for item, ref in zip(_items(row), row["verification"]["evidence"], strict=True):
             assert row["document"].count(ref["sentence"]) == 1
-            assert all(key in ref["sentence"] for key in item["keys"])
+            assert all(key in ref["sentence"] for key in _keys(item))
+            assert item["names"][0] == item["other"] and item["language"] == "en" and item["cues"]
         assert row["reference"].splitlines()[-1] == f"Answer: {row['answer']}"
 
 
 def test_check_catches_corrupted_rows(graph, builder):
     row = next(r for r in (_row(graph, builder, s) for s in range(10)) if r["verification"]["ordered"])
     items = _items(row)
-    wrong_year = [dict(items[0], keys=[items[0]["keys"][0], "1234"], year=1234), *items[1:]]
-    assert any("keys" in p for p in TASK.check(_with_items(row, wrong_year), graph))
-    other = next(e for e in graph.world.entities if e.name not in items[0]["keys"])
-    wrong_entity = [dict(items[0], keys=[other.name, *items[0]["keys"][1:]]), *items[1:]]
-    assert any("keys" in p for p in TASK.check(_with_items(row, wrong_entity), graph))
+    wrong_year = [dict(items[0], year=1234), *items[1:]]
+    assert any("year" in p for p in TASK.check(_with_items(row, wrong_year), graph))
+    other = next(e for e in graph.world.entities if e.name != items[0]["other"])
+    wrong_entity = [dict(items[0], other=other.name), *items[1:]]
+    assert any("other" in p for p in TASK.check(_with_items(row, wrong_entity), graph))
+    no_cues = [dict(items[0], cues=[]), *items[1:]]
+    assert any("cues" in p for p in TASK.check(_with_items(row, no_cues), graph))
     first, last = items[0], items[-1]
     assert first["year"] < last["year"]
     swapped = _with_items(row, [last, *items[1:-1], first])

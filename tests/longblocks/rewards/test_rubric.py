@@ -6,11 +6,26 @@ from longblocks.build import WorldJob, generate_example
 from longblocks.config import BuildConfig
 from longblocks.render.context import ContextBuilder
 from longblocks.render.documents import Renderer
-from longblocks.rewards import ORDER_WEIGHT, longblocks_reward, order_agreement, score, score_rubric
+from longblocks.rewards import (
+    ORDER_WEIGHT,
+    length_budget,
+    longblocks_reward,
+    order_agreement,
+    score,
+    score_rubric,
+)
+from longblocks.world.entities import lexicon
+
+CUES = lexicon("en")["relation_cues"]
 
 
-def _item(fact, keys, year, known=()):
-    return json.dumps({"fact": fact, "relation": "r", "keys": keys, "year": year, "known": sorted(known)})
+def _item(fact, relation, other, year, known=(), aliases=()):
+    return json.dumps(
+        {
+            "fact": fact, "relation": relation, "other": other, "names": [other, *aliases],
+            "cues": CUES[relation], "language": "en", "year": year, "known": sorted({*known, year} - {None}),
+        }
+    )  # fmt: skip
 
 
 # A hand-made timeline of Ostwick Holdings: founded by Mara Quill (1987), moved to Quillford
@@ -18,12 +33,13 @@ def _item(fact, keys, year, known=()):
 GOLD = {
     "kind": "rubric",
     "answer": "Ostwick Holdings",
+    "aliases": ["Ostwick"],
     "ordered": True,
     "rubric": [
-        _item("f1", ["Mara Quill", "1987"], 1987, {1950, 1987}),
-        _item("f2", ["Quillford", "1990"], 1990, {1800, 1990}),
-        _item("f3", ["Ben Ode", "1995"], 1995, {1960, 1995}),
-        _item("f4", ["Ada Lind", "2001"], 2001, {1970, 2001}),
+        _item("f1", "founded_by", "Mara Quill", 1987, {1950}, aliases=["M. Quill"]),
+        _item("f2", "headquartered_in", "Quillford", 1990, {1800}),
+        _item("f3", "works_for", "Ben Ode", 1995, {1960}),
+        _item("f4", "works_for", "Ada Lind", 2001, {1970}),
     ],
 }
 LINES = [
@@ -73,25 +89,81 @@ def test_a_misdated_fact_is_contradicted():
 
 def test_other_true_years_are_no_contradiction():
     lines = [
-        "In 1990, Ostwick Holdings, founded by Mara Quill, moved to Quillford.",  # states f2 in full
+        "In 1990, Ostwick Holdings moved its head office to Quillford.",
         "Mara Quill, born in 1950, founded it in 1987.",
         "Ben Ode (born 1960) has worked there since 1995.",
         "Ada Lind joined in 2001.",
     ]
     assert score(_report(lines), {**GOLD, "ordered": False}).value == 1.0
     assert score(_report(["Ben Ode was born in 1960.", *LINES]), GOLD).value == 1.0
+    # Another rubric entity inside a claim's stretch: that claim (f2) is not stated, and its
+    # year beside the founding (f1, undated here) contradicts nothing: 2 of 4 items, no cost.
+    nested = ["In 1990, Ostwick Holdings, founded by Mara Quill, moved its head office to Quillford."]
+    assert score(_report([*nested, *LINES[2:]]), {**GOLD, "ordered": False}).value == pytest.approx(0.5)
 
 
 def test_statuses():
     assert score_rubric("", GOLD).status == "unparsable"
-    assert score_rubric("\n".join(LINES), GOLD).status == "unparsable"  # no closing answer line
     assert score_rubric(_report(LINES), GOLD, truncated=True).status == "truncated"
     assert score_rubric("<think>" + "\n".join(LINES), GOLD).status == "truncated"
-    for response in ("", "\n".join(LINES), "<think>" + "\n".join(LINES)):
-        assert score_rubric(response, GOLD).value == 0.0
     hidden = "<think>" + "\n".join(LINES) + "</think>\nAnswer: Ostwick Holdings"
     assert score_rubric(hidden, GOLD) == score_rubric("Answer: Ostwick Holdings", GOLD)
-    assert score_rubric(hidden, GOLD).value == 0.0 and score_rubric(hidden, GOLD).status == "ok"
+    assert score_rubric(hidden, GOLD) == score_rubric("Nothing to report.", GOLD)
+    assert score_rubric(hidden, GOLD).value == 0.0 and score_rubric(hidden, GOLD).status == "wrong"
+
+
+def test_the_closing_answer_line_is_optional():
+    assert score_rubric("\n".join(LINES), GOLD).value == 1.0
+    assert score_rubric(" ".join(LINES), GOLD).value == 1.0
+
+
+def test_a_claim_needs_its_relation_not_only_its_keys():
+    keys_only = ["Mara Quill, 1987.", "Quillford 1990.", "Ben Ode: 1995.", "Ada Lind (2001)."]
+    assert score(_report(keys_only), GOLD) == score(_report([]), GOLD)
+    assert score(_report(keys_only), GOLD).value == 0.0
+    wrong_relation = ["Ostwick Holdings was founded by Ben Ode in 1995."]  # Ben Ode works there
+    assert score(_report(wrong_relation), GOLD).value == 0.0
+
+
+def test_keyword_soup_states_nothing():
+    soup = "1987 1990 1995 2001 Mara Quill Quillford Ben Ode Ada Lind founded moved worked joined"
+    assert score(_report([soup]), GOLD).value == 0.0
+    per_line = [f"{y} Mara Quill Quillford Ben Ode Ada Lind founded headquarters work" for y in (1987, 1990)]
+    assert score(_report(per_line), GOLD).value == 0.0
+
+
+def test_negated_statements_do_not_count():
+    negated = [
+        "Ostwick Holdings was not founded by Mara Quill in 1987.",
+        "In 1990 it never moved its head office to Quillford.",
+        "Ben Ode hasn't worked there since 1995.",
+        "Ada Lind has nothing to do with it and did not join in 2001.",
+    ]
+    assert score(_report(negated), GOLD).value == 0.0
+    assert score(_report([negated[0], *LINES[1:]]), GOLD).value == pytest.approx(0.75)
+
+
+def test_a_fact_given_to_another_entity_costs():
+    # Quillford's move is given to Ben Ode (its year with his name): f2 misattributed, f2 unstated.
+    lines = [LINES[0], "In 1990 Ben Ode moved the head office.", LINES[2], LINES[3]]
+    assert score(_report(lines), GOLD).value == pytest.approx(0.75 * 0.75)
+
+
+def test_aliases_of_the_other_entity_count():
+    lines = ["Ostwick Holdings was founded by M. Quill in 1987.", *LINES[1:]]
+    assert score(_report(lines), GOLD).value == 1.0
+
+
+def test_length_beyond_the_budget_shrinks_the_reward():
+    budget = length_budget(4)
+    filler = " ".join(["Documents were read carefully"] * 100)
+    assert score(_report(LINES), GOLD).value == 1.0
+    words = len(_report(LINES).split())
+    padded = _report([*LINES, " ".join(filler.split()[: budget - words])])
+    assert score(padded, GOLD).value == 1.0  # exactly the budget
+    over = _report([*LINES, " ".join(filler.split()[: budget // 2 + budget - words])])
+    assert score(over, GOLD).value == pytest.approx(0.5, abs=0.01)
+    assert score(_report([*LINES, filler, filler]), GOLD) == score_rubric("", GOLD).__class__(0.0, "too_long")
 
 
 def test_trl_signature_dispatches_rubric_rows():
@@ -141,7 +213,7 @@ def test_generated_contradicted_fact_lowers_the_score(rows):
         head, items, answer = _parts(row)
         dated = [(n, json.loads(i)) for n, i in enumerate(row["verification"]["rubric"])]
         # an item whose year is not part of a name (event names carry their year)
-        n, item = next((n, i) for n, i in dated if i["year"] and str(i["year"]) not in i["keys"][0])
+        n, item = next((n, i) for n, i in dated if i["year"] and str(i["year"]) not in i["other"])
         bad = next(
             str(y) for y in range(1500, 3000) if str(y) not in row["reference"] and y not in item["known"]
         )
