@@ -1,21 +1,24 @@
-"""Long-form reports scored on attributed claims (verification kind `rubric`).
+"""Long-form reports scored on attributed claims (verification kind `rubric`); docs/rewards.md.
 
 A report is the response outside its <think> block; a closing answer line is optional. Its
-*statements* are its sentences and lines. Each rubric item (a JSON object made by
-`longblocks.tasks.longform`) is one fact about the report's focus:
+*statements* are its sentences and lines (a run of more than MAX_STATEMENT_WORDS words with
+no sentence end, such as a list of names, states nothing). Each rubric item (a JSON object
+made by `longblocks.tasks.longform`) is one fact about the report's focus:
 
     {"fact": "f12", "relation": "founded_by", "other": "Mara Quill", "names": ["Mara Quill",
      "M. Quill"], "cues": ["found", "establish", ...], "language": "en", "year": 1987,
      "known": [1951, 1987, 1992]}
 
-A statement *states* an item when, in one stretch of it, it names the other entity (a name
-or alias), a word of the relation (`cues`, matched inside words: "found" in "founded") and,
-for a dated fact, its year — and that stretch holds no year-like number (1000-2999) outside
-the item's `known` years and no other rubric entity: "1953 1956 1990 Clayton Wells Travis
-Mcguire ..." states nothing. A negated statement ("never", "não", "nicht", ...) states
-nothing. A statement that does not state the item but gives the item's relation and other
-entity with another year (the year nearest the name, outside `known`) *contradicts* it; one
-that gives the item's relation and year with another rubric entity *misattributes* it.
+A statement *states* an item when one stretch of it (at most MAX_SPAN_WORDS words) names the
+other entity (a name or alias), a word of the relation (`cues`, matched as word beginnings
+after normalisation: "found" matches "founded") and, for a dated fact, its year — and that
+stretch holds no year-like number (1000-2999) outside the item's `known` years and no other
+rubric entity: "1953 1956 1990 Clayton Wells Travis Mcguire ..." states nothing. The focus
+is the report's subject and need not be named. A negated statement ("not", "never", "não",
+"nicht", ...) states nothing. A statement that does not state the item but gives its relation
+and other entity with another year (the year nearest the name, outside `known` and not the
+year of another rubric entity it names) *contradicts* it; one that gives the item's relation
+and year to another rubric entity *misattributes* it.
 
     reward = recall × (1 − wrong/n) × order × length
 

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from longblocks.build import WorldJob, generate_example
 from longblocks.config import BuildConfig
@@ -221,3 +223,18 @@ def test_generated_contradicted_fact_lowers_the_score(rows):
         omitted = [*items[:n], *items[n + 1 :]]
         value = score("\n".join([head, *wrong, answer]), row["verification"]).value
         assert value < score("\n".join([head, *omitted, answer]), row["verification"]).value < 1.0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_subset_of_statements_earns_its_share(rows, data):
+    """A profile's items in any order and a timeline's in order, with or without the closing
+    line: the reward is the share of items stated."""
+    row = data.draw(st.sampled_from(rows))
+    head, items, answer = _parts(row)
+    keep = data.draw(st.lists(st.sampled_from(range(len(items))), unique=True))
+    if row["verification"]["ordered"]:
+        keep = sorted(keep)
+    closing = data.draw(st.sampled_from([[answer], []]))
+    value = score("\n".join([head, *(items[k] for k in keep), *closing]), row["verification"]).value
+    assert value == pytest.approx(len(keep) / len(items))

@@ -136,3 +136,29 @@ def test_row_matches_golden_file(graph, builder, update_golden):
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         GOLDEN.write_text(json.dumps(row, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     assert row == json.loads(GOLDEN.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("language", ["en", "pt", "de"])
+def test_every_paraphrase_of_every_fact_states_its_item(language):
+    """Each fact template, in every paraphrase, names a relation word of its rubric item and
+    states it alone: a report in other words than the context's still earns full credit."""
+    from longblocks.rewards.rubric import assess, load_items
+    from longblocks.tasks.longform import rubric_facts, rubric_item
+    from longblocks.world.graph import WorldSize, build_world
+
+    graph = WorldGraph(build_world("w", 11, language, WorldSize(people=200)))
+    renderer = Renderer(graph)
+    foci = [e.id for e in graph.world.entities if e.type in ("person", "organisation")]
+    checked = set()
+    for focus in random.Random(0).sample(foci, 60):
+        facts = rubric_facts(graph, focus, "profile")[0]
+        items = load_items([json.dumps(rubric_item(graph, f, focus)) for f in facts])
+        names = [graph.entities[focus].name, *graph.entities[focus].aliases]
+        for k, fact in enumerate(facts):
+            for variant in range(renderer.n_variants(fact.relation)):
+                sentence = renderer.sentence(fact, variant)
+                first, wrong = assess(sentence, items, names)
+                assert first[k] is not None and not wrong, sentence
+                assert [i for i, p in enumerate(first) if p is not None] == [k], sentence
+                checked.add((fact.relation, variant))
+    assert len({relation for relation, _ in checked}) >= 10
