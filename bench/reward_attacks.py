@@ -26,7 +26,7 @@ def markdown(records: list[dict]) -> str:
     for name in names:
         values = [cell.get((name, *c)) for c in columns]
         lines.append("| " + " | ".join([name] + [f"{v['mean']:.2f}" if v else "" for v in values]) + " |")
-    n = [next(r["n"] for r in records if (r["task"], r["kind"], r["language"]) == c) for c in columns]
+    n = [max(r["n"] for r in records if (r["task"], r["kind"], r["language"]) == c) for c in columns]
     lines.append("| rows | " + " | ".join(str(x) for x in n) + " |")
     return "\n".join(lines)
 

@@ -20,9 +20,11 @@ and other entity with another year (the year nearest the name, outside `known` a
 year of another rubric entity it names) *contradicts* it; one that gives the item's relation
 and year to another rubric entity *misattributes* it.
 
-    reward = recall × (1 − wrong/n) × order × length
+    reward = recall × precision × (1 − wrong/n) × order × length
 
-recall = stated items / n; wrong = items contradicted or misattributed somewhere; order =
+recall = stated items / n; precision = the share of the report's claims (statements holding
+a year-like number or naming a rubric entity) that state an item, so facts about other
+entities and pasted documents cost; wrong = items contradicted or misattributed somewhere; order =
 1 − ORDER_WEIGHT × (1 − τ) for timelines (τ: `order_agreement`), else 1; length = 1 up to
 `length_budget(n)` words, falling linearly to 0 at twice that. The reference (one verbatim
 evidence sentence per item) scores 1; the same facts in other words, in a list or in prose,
@@ -204,28 +206,37 @@ def order_agreement(positions: list[tuple[int, int] | None], years: list[int | N
     return sum((a[0] < b[0]) == (a[1] < b[1]) for a, b in pairs) / len(pairs)
 
 
-def assess(report: str, items: list[Item], focus: list[str]) -> tuple[list[tuple[int, int] | None], set[int]]:
-    """(where each item is first stated: statement index and token offset, or None; the
-    items some statement contradicts or misattributes)."""
+@dataclass(frozen=True)
+class Assessment:
+    first: list[tuple[int, int] | None]  # where each item is first stated (statement, token) or None
+    wrong: set[int]  # items some statement contradicts or misattributes
+    precision: float  # share of claims (statements with a year or a rubric entity) stating an item
+
+
+def assess(report: str, items: list[Item], focus: list[str]) -> Assessment:
+    """Every statement of the report against every item (see the module docstring)."""
     focus_names = [tuple(normalize(f).split()) for f in focus if normalize(f)]
     first: list[tuple[int, int] | None] = [None] * len(items)
     wrong: set[int] = set()
+    claims = stating = 0
     texts = [t for t in STATEMENT_BREAK.split(report) if t.strip()]
     for n, text in enumerate(texts):
         statement = Statement(text, items, focus_names)
         spans = {i: statement.states(i) for i in range(len(items))}
         stated = {i for i, span in spans.items() if span is not None}
+        claims += bool(statement.years or any(statement.names))
+        stating += bool(stated)
         for i in stated:
             if first[i] is None:
                 first[i] = (n, spans[i][0])
         for i in range(len(items)):
             if i not in stated and (statement.contradicts(i) or statement.misattributes(i, stated)):
                 wrong.add(i)
-    return first, wrong
+    return Assessment(first, wrong, stating / claims if claims else 1.0)
 
 
 def score_rubric(response: str, verification: Mapping[str, Any], truncated: bool = False) -> Score:
-    """Long-form reward (see the module docstring): recall × (1 − wrong/n) × order × length."""
+    """Long-form reward (see the module docstring): recall × precision × (1 − wrong/n) × order × length."""
     if truncated or ("<think>" in response and "</think>" not in response):
         return Score(0.0, "truncated")
     report = report_text(response).strip()
@@ -236,10 +247,10 @@ def score_rubric(response: str, verification: Mapping[str, Any], truncated: bool
     length = min(1.0, max(0.0, 2 - len(report.split()) / budget))
     if length == 0:
         return Score(0.0, "too_long")
-    first, wrong = assess(report, items, [verification["answer"], *verification.get("aliases", [])])
-    recall = sum(p is not None for p in first) / len(items)
-    penalty = max(0.0, 1 - len(wrong) / len(items))
+    found = assess(report, items, [verification["answer"], *verification.get("aliases", [])])
+    recall = sum(p is not None for p in found.first) / len(items)
+    penalty = max(0.0, 1 - len(found.wrong) / len(items))
     years = [None if item.year is None else int(item.year) for item in items]
-    tau = order_agreement(first, years) if verification.get("ordered") else 1.0
-    value = recall * penalty * (1 - ORDER_WEIGHT * (1 - tau)) * length
+    tau = order_agreement(found.first, years) if verification.get("ordered") else 1.0
+    value = recall * found.precision * penalty * (1 - ORDER_WEIGHT * (1 - tau)) * length
     return Score(value, "ok") if value > 0 else Score(0.0, "wrong")

@@ -5,6 +5,7 @@ import pytest
 from longblocks.attacks import ATTACKS, FORMS, candidate_names, format_table, reward_attack_table
 from longblocks.build import build
 from longblocks.config import BuildConfig
+from longblocks.rewards import score
 from longblocks.world.graph import WorldGraph
 
 LANGUAGES = ("en", "pt", "de")
@@ -89,3 +90,14 @@ def test_attacks_are_pure_functions_of_the_row(dataset):
         assert make(row, graphs[row["world_id"]]) == make(row, graphs[row["world_id"]])
     names = candidate_names("Mara Quill met Ben da Costa in Quillford.")
     assert names == ["Mara Quill", "Ben da Costa", "Quillford"]
+
+
+def test_pasted_context_at_the_shortest_length_earns_at_most_a_fifth():
+    """At 1k the context is only ~3x a long report: precision, not length, must stop it."""
+    by_split, _ = build(
+        BuildConfig(task="longform", lengths=[1024], languages=list(LANGUAGES), num_examples=12, seed=9)
+    )
+    rows = [r for split in by_split.values() for r in split]
+    values = [score(ATTACKS["pasted_context"](r, None), r["verification"]).value for r in rows]
+    assert {r["language"] for r in rows} == set(LANGUAGES)
+    assert max(values) <= 0.2 and sum(values) / len(values) <= 0.1

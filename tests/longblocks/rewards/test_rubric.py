@@ -84,8 +84,9 @@ def test_order_agreement():
 
 def test_a_misdated_fact_is_contradicted():
     wrong = [LINES[0].replace("1987", "1984"), *LINES[1:]]
-    # f1 is not stated (recall 3/4) and contradicted (penalty 1 - 1/4).
-    assert score(_report(wrong), GOLD).value == pytest.approx(0.75 * 0.75)
+    # f1 is not stated (recall 3/4), contradicted (penalty 1 - 1/4), and its line is a claim
+    # stating nothing (precision 3/4).
+    assert score(_report(wrong), GOLD).value == pytest.approx(0.75**3)
     assert score(_report(wrong), GOLD).value < score(_report(LINES[1:]), GOLD).value
 
 
@@ -97,11 +98,15 @@ def test_other_true_years_are_no_contradiction():
         "Ada Lind joined in 2001.",
     ]
     assert score(_report(lines), {**GOLD, "ordered": False}).value == 1.0
-    assert score(_report(["Ben Ode was born in 1960.", *LINES]), GOLD).value == 1.0
+    # A true fact about another entity contradicts nothing; as a claim of its own it costs
+    # precision (4 of 5 claims state an item).
+    assert score(_report(["Ben Ode was born in 1960.", *LINES]), GOLD).value == pytest.approx(0.8)
     # Another rubric entity inside a claim's stretch: that claim (f2) is not stated, and its
-    # year beside the founding (f1, undated here) contradicts nothing: 2 of 4 items, no cost.
+    # year beside the founding (f1, undated here) contradicts nothing: 2 of 4 items stated,
+    # 2 of 3 claims stating, no contradiction.
     nested = ["In 1990, Ostwick Holdings, founded by Mara Quill, moved its head office to Quillford."]
-    assert score(_report([*nested, *LINES[2:]]), {**GOLD, "ordered": False}).value == pytest.approx(0.5)
+    value = score(_report([*nested, *LINES[2:]]), {**GOLD, "ordered": False}).value
+    assert value == pytest.approx(0.5 * 2 / 3)
 
 
 def test_statuses():
@@ -142,13 +147,14 @@ def test_negated_statements_do_not_count():
         "Ada Lind has nothing to do with it and did not join in 2001.",
     ]
     assert score(_report(negated), GOLD).value == 0.0
-    assert score(_report([negated[0], *LINES[1:]]), GOLD).value == pytest.approx(0.75)
+    assert score(_report([negated[0], *LINES[1:]]), GOLD).value == pytest.approx(0.75 * 0.75)
 
 
 def test_a_fact_given_to_another_entity_costs():
-    # Quillford's move is given to Ben Ode (its year with his name): f2 misattributed, f2 unstated.
+    # Quillford's move is given to Ben Ode (its year with his name): f2 unstated (recall 3/4),
+    # misattributed (penalty 1 - 1/4), its line a claim stating nothing (precision 3/4).
     lines = [LINES[0], "In 1990 Ben Ode moved the head office.", LINES[2], LINES[3]]
-    assert score(_report(lines), GOLD).value == pytest.approx(0.75 * 0.75)
+    assert score(_report(lines), GOLD).value == pytest.approx(0.75**3)
 
 
 def test_aliases_of_the_other_entity_count():

@@ -157,8 +157,8 @@ def test_every_paraphrase_of_every_fact_states_its_item(language):
         for k, fact in enumerate(facts):
             for variant in range(renderer.n_variants(fact.relation)):
                 sentence = renderer.sentence(fact, variant)
-                first, wrong = assess(sentence, items, names)
-                assert first[k] is not None and not wrong, sentence
-                assert [i for i, p in enumerate(first) if p is not None] == [k], sentence
+                found = assess(sentence, items, names)
+                assert found.first[k] is not None and not found.wrong and found.precision == 1, sentence
+                assert [i for i, p in enumerate(found.first) if p is not None] == [k], sentence
                 checked.add((fact.relation, variant))
     assert len({relation for relation, _ in checked}) >= 10
