@@ -144,7 +144,7 @@ def _markers(lines: list[str]) -> list[tuple[int, str, str]]:
                 following = next((x for x in lines[n + 1 :] if x.strip()), "")
                 found.append((n, following, following))
             else:
-                found.append((n, text, text))
+                found.append((n, text, line))  # citations anywhere on the answer line
     last = max((n for n, line in enumerate(lines) if line.strip()), default=None)
     if last is not None and not any(n == last for n, _, _ in found):
         statement = STATEMENT.search(lines[last])

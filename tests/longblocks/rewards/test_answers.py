@@ -30,6 +30,7 @@ GOLD = {"kind": "exact", "answer": "Sherman Reach", "aliases": ["Sherman Vale"]}
         ("Die Antwort lautet Nixonford.", "Nixonford", ()),
         ("Thus $\\boxed{\\text{Nixonford}}$ (D3807)", "Nixonford", ("D3807",)),
         ("Answer: The answer is Nixonford", "Nixonford", ()),
+        ("[D3807] [D9232] Answer: Nixonford", "Nixonford", ("D3807", "D9232")),
         ("answer : Mara Quill [D1234][D0042] [D1234]", "Mara Quill", ("D1234", "D0042")),
         ("Resposta: Vila Nova", "Vila Nova", ()),
         ("Antwort: Müller Werke", "Müller Werke", ()),

@@ -244,3 +244,15 @@ def test_any_subset_of_statements_earns_its_share(rows, data):
     closing = data.draw(st.sampled_from([[answer], []]))
     value = score("\n".join([head, *(items[k] for k in keep), *closing]), row["verification"]).value
     assert value == pytest.approx(len(keep) / len(items))
+
+
+def test_a_report_in_its_own_words_scores_one():
+    prose = (
+        "Mara Quill established Ostwick Holdings in 1987. Three years on, in 1990, the firm "
+        "relocated its headquarters to Quillford. Ben Ode joined the staff in 1995, and Ada Lind "
+        "was hired in 2001."
+    )
+    assert score(prose, GOLD).value == 1.0
+    listed = "**Ostwick Holdings**\n* 1987 – founded by M. Quill\n* 1990 – head office moved to Quillford\n"
+    listed += "* 1995 – Ben Ode starts work there\n* 2001 – Ada Lind is employed"
+    assert score(listed, GOLD).value == 1.0
