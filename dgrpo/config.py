@@ -107,7 +107,8 @@ class DataConfig(Section):
         False,
         description="sft/kd: end each fixed response with the answer line of the row's language, "
         "built from its `answer` field ('Answer: <answer>'; 'Resposta:' / 'Antwort:' for language "
-        "pt / de), unless its last answer line already gives that answer. For teacher responses "
+        "pt / de), unless its last answer line already gives that answer; a response whose answer "
+        "is another one is skipped (counted in data/skipped_response). For teacher responses "
         "that end with an inline 'Answer: X', a plain sentence or a bare name (the published "
         "LongBlocks response_<model> columns): trained on as they are, they teach a format "
         "longblocks.rewards scores as unparsable (docs/rows.md).",

@@ -50,7 +50,8 @@ METRICS: dict[str, str] = {
     "step_time_s": "wall-clock seconds of the step",
     "peak_memory_gb": "peak accelerator memory (CUDA) or peak resident memory of the process (CPU)",
     "data/skipped_long": "training rows skipped for exceeding data.max_prompt_tokens (the same every step)",
-    "data/skipped_response": "sft/kd rows skipped for a response over data.max_response_tokens",
+    "data/skipped_response": "sft/kd rows skipped for a response over data.max_response_tokens or, with "
+    "data.append_answer_line, stating another answer than the row's",
 }
 __doc__ += "\n| name | meaning |\n|---|---|\n" + "\n".join(f"| `{k}` | {v} |" for k, v in METRICS.items())
 
