@@ -1,0 +1,142 @@
+"""Pushing the policy's weights to the rollout server after every optimizer step.
+
+`rollout.weight_sync` picks the way (dgrpo.weight_transfer has the protocol):
+- gloo / nccl: vLLM's weight-transfer API, tensors broadcast from this process (rank 0) to the
+  server's workers; gloo over TCP on CPU, nccl between GPUs (vLLM's own trainer helpers, from
+  the `vllm` extra);
+- disk: the same API, passing a saved safetensors directory (vLLM's disk backend);
+- reload: save, then POST /update_weights_from_disk (servers without the weight-transfer API).
+"""
+
+import logging
+import socket
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from dgrpo.errors import UserError
+from dgrpo.remote.client import ServerClient
+from dgrpo.weight_transfer import describe, gloo_group
+
+log = logging.getLogger(__name__)
+
+
+class WeightPush(Protocol):
+    def push(self, model: torch.nn.Module) -> None:
+        """Make the server's weights equal the model's; returns once the server uses them."""
+        ...
+
+
+def named_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """(HF name, tensor) of every parameter; tied weights once (named_parameters dedups).
+    A sharded parameter (FSDP2 DTensor) is gathered whole first."""
+    out = []
+    for name, param in model.named_parameters():
+        tensor = param.detach()
+        if hasattr(tensor, "full_tensor"):
+            tensor = tensor.full_tensor()
+        out.append((name, tensor.contiguous()))
+    return out
+
+
+class BroadcastPush:
+    """vLLM weight transfer by collective broadcast: gloo (CPU) or nccl (GPU, vllm installed)."""
+
+    def __init__(self, client: ServerClient, backend: str, address: str):
+        self.client, self.backend = client, backend
+        port = _free_port(address)
+        init_info = {"master_address": address, "master_port": port, "rank_offset": 1, "world_size": 2}
+        # the server joins the group while we create it: its HTTP call returns once both sides are in
+        with _background(lambda: client.post("/init_weight_transfer_engine", {"init_info": init_info})):
+            self.group = (
+                _nccl_group(init_info)
+                if backend == "nccl"
+                else gloo_group(address, port, 0, 2, client.cfg.timeout_s)
+            )
+
+    def push(self, model: torch.nn.Module) -> None:
+        named = named_weights(model)
+        self.client.post("/start_weight_update", {})
+        with _background(lambda: self.client.post("/update_weights", {"update_info": describe(named)})):
+            if self.backend == "nccl":
+                from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+                NCCLWeightTransferEngine.trainer_send_weights(iter(named), self.group)
+            else:
+                for _, tensor in named:
+                    self.group.broadcast(tensor.cpu(), 0).wait()
+        self.client.post("/finish_weight_update", {})
+
+
+class DiskPush:
+    """Save the model's safetensors to `directory`, then have the server load them: through the
+    weight-transfer API (`disk`) or SGLang's /update_weights_from_disk (`reload`)."""
+
+    def __init__(self, client: ServerClient, directory: Path, route: str):
+        self.client, self.directory, self.route = client, directory.resolve(), route
+        if route == "disk":
+            client.post("/init_weight_transfer_engine", {"init_info": {}})
+
+    def push(self, model: torch.nn.Module) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(self.directory, safe_serialization=True)
+        if self.route == "disk":
+            self.client.post("/start_weight_update", {})
+            self.client.post("/update_weights", {"update_info": {"path": str(self.directory)}})
+            self.client.post("/finish_weight_update", {})
+            return
+        answer = self.client.post("/update_weights_from_disk", {"model_path": str(self.directory)})
+        if not answer.get("success", False):
+            raise UserError(
+                f"rollout server could not reload {self.directory}: {answer.get('message')}",
+                "check that the server can read rollout.sync_dir at the same path",
+            )
+
+
+def weight_push(client: ServerClient, mode: str, address: str, directory: Path) -> WeightPush:
+    """The pusher for rollout.weight_sync; connects to the server (gloo/nccl: joins a group)."""
+    if mode in ("gloo", "nccl"):
+        return BroadcastPush(client, mode, address)
+    return DiskPush(client, directory, mode)
+
+
+class _background:
+    """Run fn in a thread for the duration of a with-block; re-raise its error at exit."""
+
+    def __init__(self, fn):
+        self.fn, self.error = fn, None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        try:
+            self.fn()
+        except BaseException as err:  # surfaced in __exit__
+            self.error = err
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
+def _free_port(address: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def _nccl_group(init_info: dict):
+    try:
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+    except ImportError:
+        raise UserError(
+            "rollout.weight_sync nccl needs vLLM in the trainer's environment",
+            "pip install 'longblocks[vllm]' on a CUDA machine, or use weight_sync gloo / disk / reload",
+        ) from None
+    return NCCLWeightTransferEngine.trainer_init(init_info)
