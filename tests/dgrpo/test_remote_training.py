@@ -61,8 +61,8 @@ def start_server(tmp_path, name: str, env: dict) -> tuple[subprocess.Popen, str]
     """`dgrpo serve tiny-qwen3 --port 0` in a subprocess; returns it and its base URL."""
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
     process = subprocess.Popen(
-        [sys.executable, "-m", "dgrpo.cli", "serve", "tiny-qwen3", "--port", "0", "--served-model-name", "policy",
-         "--api-key-env", "DGRPO_TEST_KEY", "--threads", "1"],
+        [sys.executable, "-m", "dgrpo.cli", "serve", "tiny-qwen3", "--port", "0",
+         "--served-model-name", "policy", "--api-key-env", "DGRPO_TEST_KEY", "--threads", "1"],
         stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
     line = process.stdout.readline()  # "serving policy on http://127.0.0.1:PORT/v1 (...)"
@@ -89,8 +89,8 @@ def test_killed_server_stops_the_run_with_one_error_and_resume_continues(make_ru
     run_dir = Path(values["run"]["out_dir"])
     server, url = start_server(tmp_path, "first", env)
     try:
-        values["rollout"] |= {"backend": "server", "url": url,
-                              "server": {"api_key_env": "DGRPO_TEST_KEY", "retries": 1, "backoff_s": 0.1}}  # fmt: skip
+        client = {"api_key_env": "DGRPO_TEST_KEY", "retries": 1, "backoff_s": 0.1}
+        values["rollout"] |= {"backend": "server", "url": url, "server": client}
         config.write_text(yaml.safe_dump(values))
         command = [sys.executable, "-m", "dgrpo.cli", "train", str(config), "--quiet"]
         trainer = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
