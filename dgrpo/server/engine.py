@@ -55,9 +55,10 @@ class Engine:
         as_ids = bool(body.get("return_tokens_as_token_ids"))
         choices = []
         with self.lock, torch.no_grad():
+            scored_all = self._prompt_logprobs(prompts, top_prompt) if top_prompt is not None else None
             for index, prompt in enumerate(prompts):
                 generated = self._generate(prompt, n, max_tokens, body)
-                scored = self._prompt_logprobs([prompt], top_prompt)[0] if top_prompt is not None else None
+                scored = scored_all[index] if scored_all is not None else None
                 for row, (tokens, finish) in enumerate(generated):
                     choice = {
                         "index": index * n + row,
@@ -198,37 +199,46 @@ class Engine:
 
     def _prompt_logprobs(self, sequences: list[list[int]], top: int) -> list[list]:
         """vLLM's `prompt_logprobs` per sequence: None, then for each position t ≥ 1
-        {str(id): {logprob, rank, decoded_token}} over the top `top` tokens and the actual one."""
-        out = []
+        {str(id): {logprob, rank}} over the top `top` tokens and the actual one.
+
+        The sequences' common prefix (a group's shared prompt) runs and is scored once: the same
+        numbers as scoring each sequence alone (`group_forward`'s contract), at a fraction of
+        the head's cost for long prompts."""
+        if min(len(s) for s in sequences) < 2:  # a one-token prompt has nothing to score
+            if len(sequences) == 1:
+                return [[None] * len(sequences[0])]
+            return [self._prompt_logprobs([s], top)[0] for s in sequences]
+        shared = _common_prefix(sequences)
+        ids = torch.tensor([sequences[0][:shared]], device=self._device)
+        rest = [sequence[shared:] for sequence in sequences]
+        width = max(len(r) for r in rest)
+        completions = torch.tensor([r + [0] * (width - len(r)) for r in rest], device=self._device)
+        mask = torch.tensor([[i < len(r) for i in range(width)] for r in rest], device=self._device)
+        # hidden states predicting tokens 1 .. shared-1 (the prefix), then each sequence's rest
+        prefix = group_forward(self.model, ids[:, :1], ids[:, 1:], torch.ones_like(ids[:, 1:]).bool(),
+                               with_grad=False) if shared > 1 else None  # fmt: skip
+        tails = group_forward(self.model, ids, completions, mask, with_grad=False)
+        head = self._score_positions(prefix, ids[:, 1:], top)[0] if prefix is not None else []
+        scored = self._score_positions(tails, completions, top)
+        return [[None, *head, *rows[: len(r)]] for rows, r in zip(scored, rest, strict=True)]
+
+    def _score_positions(self, hidden: torch.Tensor, targets: torch.Tensor, top: int) -> list[list[dict]]:
+        """Per row and position, {str(id): {logprob, rank}}: the top `top` tokens and the target."""
         weight = lm_head_weight(self.model)
-        for sequence in sequences:
-            if len(sequence) < 2:
-                out.append([None] * len(sequence))
-                continue
-            ids = torch.tensor([sequence], device=self._device)
-            # position t's output predicts token t + 1; the last position predicts nothing asked for
-            hidden = group_forward(
-                self.model,
-                ids[:, :1],
-                ids[:, 1:],
-                torch.ones_like(ids[:, 1:], dtype=torch.bool),
-                with_grad=False,
-            )
-            logp = completion_logprobs(hidden, weight, ids[:, 1:], 1.0, self.chunk_size)[0].tolist()
-            rows = [None]
-            if top > 0:
-                values, top_ids = topk_logprobs(hidden, weight, top, 1.0, self.chunk_size)
-                values, top_ids = values[0].tolist(), top_ids[0].tolist()
-            for t, token in enumerate(sequence[1:]):
+        logp = completion_logprobs(hidden, weight, targets, 1.0, self.chunk_size).tolist()
+        if top > 0:
+            values, top_ids = (t.tolist() for t in topk_logprobs(hidden, weight, top, 1.0, self.chunk_size))
+        out = []
+        for g, row in enumerate(targets.tolist()):
+            entries = []
+            for t, token in enumerate(row):
                 entry = {}
                 if top > 0:
-                    entry = {
-                        str(i): {"logprob": v, "rank": r + 1}
-                        for r, (i, v) in enumerate(zip(top_ids[t], values[t], strict=True))
-                    }
-                entry.setdefault(str(token), {"logprob": logp[t], "rank": None})
-                rows.append(entry)
-            out.append(rows)
+                    pairs = zip(top_ids[g][t], values[g][t], strict=True)
+                    entry = {str(i): {"logprob": v, "rank": r + 1} for r, (i, v) in enumerate(pairs)}
+                entry.setdefault(str(token), {"logprob": logp[g][t], "rank": None})
+                entries.append(entry)
+            out.append(entries)
         return out
 
     def _names(self, as_ids: bool):
@@ -249,6 +259,15 @@ class Engine:
 
 class ModelNotFound(RequestError):
     """HTTP 404, as vLLM answers a request for a model it does not serve."""
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    """Length of the prefix every sequence shares, kept ≥ 1 and short enough that each sequence
+    has at least one token after it."""
+    shared = min(len(s) for s in sequences) - 1
+    for sequence in sequences[1:]:
+        shared = next((i for i in range(shared) if sequence[i] != sequences[0][i]), shared)
+    return max(shared, 1)
 
 
 def _token_prompts(prompt) -> list[list[int]]:

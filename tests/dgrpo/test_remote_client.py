@@ -48,9 +48,9 @@ def test_a_server_with_another_tokenizer_is_refused(engine):
             return self.inner.decode(ids, **kwargs)
 
     other = Engine(engine.model, Shifted(embedded_tokenizer()), "policy")
-    with ServerThread(other) as url:
-        with pytest.raises(UserError, match="rollout server tokenizes differently from the student"):
-            check_tokenizer(client(url), embedded_tokenizer())
+    match = "rollout server tokenizes differently from the student"
+    with ServerThread(other) as url, pytest.raises(UserError, match=match):
+        check_tokenizer(client(url), embedded_tokenizer())
 
 
 def test_client_errors_are_not_retried(engine):
