@@ -4,11 +4,8 @@
 A group's G sequences prompt + completion go as token-id prompts, `teacher.server.batch_size`
 per request with at most `max_concurrency` requests in flight; `max_tokens` 1 (the generated
 token is ignored) and vLLM's `prompt_logprobs` K, which gives for every prompt position
-{token id: {logprob, ...}} over the top K plus the actual token. A server that only supports
-OpenAI's `echo` + `logprobs.token_logprobs` still serves "logp". Log-probs are at τ = 1.
+{token id: {logprob, ...}} over the top K plus the actual token. Log-probs are at τ = 1.
 """
-
-import math
 
 import torch
 
@@ -64,7 +61,7 @@ class RemoteTeacher:
 
     def _request(self, sequences: list[list[int]], top_k: int) -> list[dict]:
         extra = {"prompt_logprobs": top_k, "return_tokens_as_token_ids": True}
-        return self.client.complete(sequences, max_tokens=1, temperature=1.0, logprobs=1, extra_body=extra)
+        return self.client.complete(sequences, max_tokens=1, temperature=1.0, extra_body=extra)
 
     def _top(self, entry: dict[int, float]) -> tuple[torch.Tensor, torch.Tensor]:
         top = sorted(entry.items(), key=lambda item: -item[1])[: self.top_k]
@@ -83,22 +80,15 @@ class RemoteTeacher:
 
 
 def position_logprobs(choice: dict, n_tokens: int) -> list[dict[int, float]]:
-    """Per prompt position, {token id: log-prob}; position 0 (no context) is empty."""
-    if choice.get("prompt_logprobs") is not None:  # vLLM: [None, {"id": {"logprob": x, ...}}, ...]
-        rows = choice["prompt_logprobs"][:n_tokens]
-        return [{int(t): float(v["logprob"]) for t, v in (row or {}).items()} for row in rows]
-    logprobs = choice.get("logprobs") or {}
-    echo, tokens = logprobs.get("token_logprobs"), logprobs.get("tokens")
-    if echo is None or tokens is None:
+    """Per prompt position, {token id: log-prob} from vLLM's prompt_logprobs
+    ([None, {"id": {"logprob": x, ...}}, ...]); position 0 (no context) is empty."""
+    if choice.get("prompt_logprobs") is None:
         raise UserError(
-            "teacher server returned neither prompt_logprobs nor echoed token_logprobs",
-            "serve the teacher with vLLM or `dgrpo serve` (prompt_logprobs)",
+            "teacher server returned no prompt_logprobs",
+            "serve the teacher with vLLM or `dgrpo serve` (OpenAI's own API has no prompt log-probs)",
         )
-    # OpenAI echo format: tokens as "token_id:<id>" strings (vLLM --return-tokens-as-token-ids)
-    ids = [token_id(t) for t in tokens[:n_tokens]]
-    return [
-        {i: float(v)} if v is not None and not math.isnan(v) else {} for i, v in zip(ids, echo, strict=False)
-    ]
+    rows = choice["prompt_logprobs"][:n_tokens]
+    return [{int(t): float(v["logprob"]) for t, v in (row or {}).items()} for row in rows]
 
 
 def token_id(token: str) -> int:

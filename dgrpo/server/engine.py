@@ -59,17 +59,22 @@ class Engine:
             for index, prompt in enumerate(prompts):
                 generated = self._generate(prompt, n, max_tokens, body)
                 scored = scored_all[index] if scored_all is not None else None
+                sampled = (
+                    self._sampled_logprobs(
+                        prompt, [tokens for tokens, _ in generated], top_sampled, body, as_ids
+                    )
+                    if top_sampled is not None
+                    else [None] * len(generated)
+                )
                 for row, (tokens, finish) in enumerate(generated):
                     choice = {
                         "index": index * n + row,
                         "text": self.tokenizer.decode(tokens, skip_special_tokens=True),
                         "finish_reason": finish,
-                        "logprobs": None,
+                        "logprobs": sampled[row],
                         "prompt_logprobs": scored,
                         "token_ids": tokens,
                     }
-                    if top_sampled is not None:
-                        choice["logprobs"] = self._sampled_logprobs(prompt, tokens, top_sampled, body, as_ids)
                     choices.append(choice)
         n_prompt = sum(len(p) for p in prompts)
         n_completion = sum(len(c["token_ids"]) for c in choices)
@@ -172,29 +177,34 @@ class Engine:
             out.append((row[: end + 1], "stop") if end is not None else (row, "length"))
         return out
 
-    def _sampled_logprobs(self, prompt, tokens, top: int, body: dict, as_ids: bool) -> dict:
-        """OpenAI `logprobs` of one completion: its tokens' log-probs at the sampling τ."""
+    def _sampled_logprobs(
+        self, prompt, rows: list[list[int]], top: int, body: dict, as_ids: bool
+    ) -> list[dict]:
+        """OpenAI `logprobs` of a prompt's completions: each token's log-prob at the sampling τ
+        (and the `top` likeliest), the prompt run once for all rows."""
         temperature = float(body.get("temperature") if body.get("temperature") is not None else 1.0) or 1.0
-        prompt_ids = torch.tensor([prompt], device=self._device)
-        completion = torch.tensor([tokens], device=self._device)
-        hidden = group_forward(
-            self.model, prompt_ids, completion, torch.ones_like(completion, dtype=torch.bool), with_grad=False
-        )
+        width = max(len(tokens) for tokens in rows)
+        completions = torch.tensor([t + [0] * (width - len(t)) for t in rows], device=self._device)
+        mask = torch.tensor([[i < len(t) for i in range(width)] for t in rows], device=self._device)
+        hidden = group_forward(self.model, torch.tensor([prompt], device=self._device), completions, mask,
+                               with_grad=False)  # fmt: skip
         weight = lm_head_weight(self.model)
-        logp = completion_logprobs(hidden, weight, completion, temperature, self.chunk_size)[0].tolist()
-        name = self._names(as_ids)
-        out = {
-            "tokens": name(tokens),
-            "token_logprobs": logp,
-            "top_logprobs": None,
-            "text_offset": [0] * len(tokens),
-        }
+        logp = completion_logprobs(hidden, weight, completions, temperature, self.chunk_size).tolist()
         if top > 0:
-            values, ids = topk_logprobs(hidden, weight, top, temperature, self.chunk_size)
-            out["top_logprobs"] = [
-                dict(zip(name(i), v, strict=True)) | {name([t])[0]: lp}
-                for i, v, t, lp in zip(ids[0].tolist(), values[0].tolist(), tokens, logp, strict=True)
-            ]
+            values, ids = (
+                t.tolist() for t in topk_logprobs(hidden, weight, top, temperature, self.chunk_size)
+            )
+        name, out = self._names(as_ids), []
+        for g, tokens in enumerate(rows):
+            n = len(tokens)
+            entry = {"tokens": name(tokens), "token_logprobs": logp[g][:n], "top_logprobs": None,
+                     "text_offset": [0] * n}  # fmt: skip
+            if top > 0:
+                entry["top_logprobs"] = [
+                    dict(zip(name(i), v, strict=True)) | {name([t])[0]: lp}
+                    for i, v, t, lp in zip(ids[g][:n], values[g][:n], tokens, logp[g][:n], strict=True)
+                ]
+            out.append(entry)
         return out
 
     def _prompt_logprobs(self, sequences: list[list[int]], top: int) -> list[list]:

@@ -89,16 +89,11 @@ def test_remote_teacher_matches_the_local_one(model, group, server, batch_size):
     torch.testing.assert_close(only_logp.logp, remote.logp, atol=1e-5, rtol=0)
 
 
-def test_openai_echo_logprobs_are_read():
-    choice = {
-        "logprobs": {
-            "tokens": ["token_id:5", "token_id:7", "token_id:9"],
-            "token_logprobs": [None, -1.5, -0.25],
-        }
-    }
-    assert position_logprobs(choice, 3) == [{}, {7: -1.5}, {9: -0.25}]
-    with pytest.raises(UserError, match="neither prompt_logprobs nor echoed"):
-        position_logprobs({"text": "x"}, 3)
+def test_prompt_logprobs_are_required():
+    choice = {"prompt_logprobs": [None, {"7": {"logprob": -1.5, "rank": 1}}]}
+    assert position_logprobs(choice, 2) == [{}, {7: -1.5}]
+    with pytest.raises(UserError, match="teacher server returned no prompt_logprobs"):
+        position_logprobs({"text": "x", "logprobs": None}, 3)
 
 
 def test_unreachable_server_is_one_user_error_after_the_retries(group, caplog):
