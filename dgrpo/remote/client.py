@@ -53,16 +53,18 @@ class ServerClient:
     def complete(self, prompts: list[list[int]], **params) -> list[dict]:
         """The choices of one completions request for token-id `prompts`, ordered by index.
         `params` are completions fields; vLLM-only ones go in `extra_body`."""
+        # the raw response's JSON: building openai's pydantic objects for thousands of
+        # prompt_logprobs entries costs more than the request itself
         response = self._retry(
             "completions",
-            lambda: self._client.completions.create(model=self.model, prompt=prompts, **params),
+            lambda: self._client.completions.with_raw_response.create(
+                model=self.model, prompt=prompts, **params
+            ),
         )
-        choices = sorted(response.model_dump()["choices"], key=lambda choice: choice["index"])
+        choices = sorted(response.http_response.json()["choices"], key=lambda choice: choice["index"])
         expected = len(prompts) * params.get("n", 1)
         if len(choices) != expected:
-            raise UserError(
-                f"{self.role} server answered {len(choices)} of {expected} completions", self._fix
-            )
+            raise UserError(f"{self.role} server answered {len(choices)} of {expected} completions", self.fix)
         return choices
 
     def post(self, route: str, body: dict, timeout_s: float | None = None) -> dict:
@@ -93,19 +95,19 @@ class ServerClient:
                 if attempt == tries - 1:
                     raise ServerUnavailableError(
                         f"{self.role} server {self.url} failed {tries} times on {what}: {_describe(err)}",
-                        f"{self._fix}; then rerun with --resume",
+                        f"{self.fix}; then rerun with --resume",
                     ) from None
                 delay = self.cfg.backoff_s * 2**attempt
                 log.warning("%s server %s: %s; retrying in %.1fs", self.role, what, _describe(err), delay)
                 time.sleep(delay)
             except openai.APIStatusError as err:  # 4xx: the request itself is wrong, retrying won't help
                 raise UserError(
-                    f"{self.role} server {self.url} rejected {what}: {_describe(err)}", self._fix
+                    f"{self.role} server {self.url} rejected {what}: {_describe(err)}", self.fix
                 ) from None
         raise AssertionError("unreachable")
 
     @property
-    def _fix(self) -> str:
+    def fix(self) -> str:
         return f"check that {self.url} serves model '{self.model}' (rollout/teacher .url and .served_model)"
 
 

@@ -49,7 +49,7 @@ class RemoteTeacher:
             for c in range(lengths[g]):
                 token, entry = sequence[n_prompt + c], entries[n_prompt + c]
                 if token not in entry:
-                    raise UserError(f"teacher server gave no log-prob for token {token}", self.client._fix)
+                    raise UserError(f"teacher server gave no log-prob for token {token}", self.client.fix)
                 logp[g, c] = entry[token]
                 if top_k:
                     topk_ids[g, c], topk_logp[g, c] = self._top(entry)
@@ -67,7 +67,7 @@ class RemoteTeacher:
         top = sorted(entry.items(), key=lambda item: -item[1])[: self.top_k]
         if len(top) < self.top_k:
             raise UserError(
-                f"teacher server returned {len(top)} < {self.top_k} top log-probs", self.client._fix
+                f"teacher server returned {len(top)} < {self.top_k} top log-probs", self.client.fix
             )
         ids = torch.tensor([t for t, _ in top])
         if int(ids.max()) >= self.vocab_rows:

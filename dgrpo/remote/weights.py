@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 
 from dgrpo.errors import UserError
-from dgrpo.remote.client import ServerClient
+from dgrpo.remote.client import ServerClient, ServerUnavailableError
 from dgrpo.weight_transfer import describe, gloo_group
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,21 @@ class BroadcastPush:
     def push(self, model: torch.nn.Module) -> None:
         named = named_weights(model)
         self.client.post("/start_weight_update", {})
-        with _background(lambda: self.client.post("/update_weights", {"update_info": describe(named)})):
-            if self.backend == "nccl":
-                from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+        try:
+            with _background(lambda: self.client.post("/update_weights", {"update_info": describe(named)})):
+                if self.backend == "nccl":
+                    from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
 
-                NCCLWeightTransferEngine.trainer_send_weights(iter(named), self.group)
-            else:
-                for _, tensor in named:
-                    self.group.broadcast(tensor.cpu(), 0).wait()
+                    NCCLWeightTransferEngine.trainer_send_weights(iter(named), self.group)
+                else:
+                    for _, tensor in named:
+                        self.group.broadcast(tensor.cpu(), 0).wait()
+        except RuntimeError as err:  # the collective broke: the server died or hung mid-transfer
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ServerUnavailableError(
+                f"rollout server {self.client.url} was lost during the weight push ({reason})",
+                f"{self.client.fix}; then rerun with --resume",
+            ) from None
         self.client.post("/finish_weight_update", {})
 
 
