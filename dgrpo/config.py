@@ -169,13 +169,14 @@ class RolloutConfig(Section):
         default_factory=ServerClientConfig,
         description="Timeouts, retries and concurrency of rollout requests.",
     )
-    weight_sync: Literal["gloo", "nccl", "disk", "reload"] = Field(
+    weight_sync: Literal["gloo", "nccl", "ipc", "disk", "reload"] = Field(
         "gloo",
-        description="How the policy's weights reach the server after each optimizer step. gloo / nccl / "
+        description="How the policy's weights reach the server after each optimizer step. gloo/nccl/ipc/"
         "disk: vLLM's weight-transfer API (server started with --weight-transfer-config "
         "'{\"backend\": ...}'; init_weight_transfer_engine once, then start_weight_update, "
         "update_weights, finish_weight_update); gloo broadcasts over TCP (CPU, `dgrpo serve`), nccl over "
-        "GPUs (needs the vllm extra in the trainer), disk passes a saved safetensors directory. reload: the "
+        "GPUs (needs the vllm extra in the trainer), ipc hands CUDA IPC handles to a vLLM server colocated "
+        "on the trainer's GPU (single-GPU runs), disk passes a saved safetensors directory. reload: the "
         "fallback for servers without that API: save to rollout.sync_dir, then POST "
         "/update_weights_from_disk {model_path}.",
     )

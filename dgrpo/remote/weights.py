@@ -4,11 +4,14 @@
 - gloo / nccl: vLLM's weight-transfer API, tensors broadcast from this process (rank 0) to the
   server's workers; gloo over TCP on CPU, nccl between GPUs (vLLM's own trainer helpers, from
   the `vllm` extra);
+- ipc: the same API for a colocated vLLM server on the trainer's GPU (CUDA IPC handles);
 - disk: the same API, passing a saved safetensors directory (vLLM's disk backend);
 - reload: save, then POST /update_weights_from_disk (servers without the weight-transfer API).
 """
 
+import base64
 import logging
+import pickle
 import socket
 import threading
 from pathlib import Path
@@ -102,10 +105,40 @@ class DiskPush:
             )
 
 
+class IPCPush:
+    """A colocated vLLM server on the trainer's GPU (`--weight-transfer-config '{"backend":
+    "ipc"}'`): CUDA IPC handles of the parameters travel in update_info (pickled, base64, vLLM's
+    `ipc_handles_pickled` field, one {GPU UUID: handle} per tensor) and the server maps the
+    trainer's memory instead of copying it over a wire."""
+
+    def __init__(self, client: ServerClient):
+        self.client = client
+        client.post("/init_weight_transfer_engine", {"init_info": {}})
+
+    def push(self, model: torch.nn.Module) -> None:
+        from torch.multiprocessing.reductions import reduce_tensor
+
+        named = named_weights(model)
+        if any(not tensor.is_cuda for _, tensor in named):
+            raise UserError(
+                "rollout.weight_sync ipc shares CUDA memory, but the student is not on a GPU",
+                "run the trainer on the server's GPU (run.device cuda), or use weight_sync gloo",
+            )
+        gpu = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+        handles = [{gpu: reduce_tensor(tensor)} for _, tensor in named]  # tensors stay alive: parameters
+        info = describe(named) | {"ipc_handles_pickled": base64.b64encode(pickle.dumps(handles)).decode()}
+        del info["packed"]
+        self.client.post("/start_weight_update", {})
+        self.client.post("/update_weights", {"update_info": info})
+        self.client.post("/finish_weight_update", {})
+
+
 def weight_push(client: ServerClient, mode: str, address: str, directory: Path) -> WeightPush:
     """The pusher for rollout.weight_sync; connects to the server (gloo/nccl: joins a group)."""
     if mode in ("gloo", "nccl"):
         return BroadcastPush(client, mode, address)
+    if mode == "ipc":
+        return IPCPush(client)
     return DiskPush(client, directory, mode)
 
 
