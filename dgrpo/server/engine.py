@@ -22,6 +22,7 @@ from dgrpo.rollout import stop_ids
 from dgrpo.sampling import sample_completions
 
 MAX_LOGPROBS = 1000  # largest K of `logprobs` / `prompt_logprobs` (vLLM's default cap is 20)
+MAX_N = 1024  # completions per prompt in one request
 
 
 class RequestError(ValueError):
@@ -48,6 +49,8 @@ class Engine:
         self._check_model(body)
         prompts = _token_prompts(body.get("prompt"))
         n, max_tokens = int(body.get("n") or 1), int(body.get("max_tokens") or 16)
+        if not 1 <= n <= MAX_N or not 1 <= max_tokens <= (self.max_len or max_tokens):
+            raise RequestError(f"n must be in [1, {MAX_N}] and max_tokens in [1, {self.max_len}]")
         if body.get("echo"):
             raise RequestError("echo is not supported; ask for prompt_logprobs instead")
         top_prompt = _logprob_count(body.get("prompt_logprobs"), "prompt_logprobs")
@@ -150,7 +153,7 @@ class Engine:
         self, prompt: list[int], n: int, max_tokens: int, body: dict
     ) -> list[tuple[list[int], str]]:
         """n completions of one prompt: (token ids with the stop token, finish_reason)."""
-        temperature = float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0)
+        temperature = _temperature(body)
         stops = sorted(set(body.get("stop_token_ids") or []) | set(stop_ids(self.tokenizer)))
         device = self._device
         ids = torch.tensor([prompt], device=device)
@@ -158,7 +161,7 @@ class Engine:
             max_new_tokens=max_tokens,
             stop_ids=stops,
             pad_id=self.tokenizer.pad_token_id,
-            temperature=temperature or 1.0,
+            temperature=temperature or 1.0,  # 0 means greedy (below)
             top_k=max(0, int(body.get("top_k") or 0)),
             top_p=float(body.get("top_p") or 1.0),
             min_new_tokens=int(body.get("min_tokens") or 0),
@@ -182,7 +185,7 @@ class Engine:
     ) -> list[dict]:
         """OpenAI `logprobs` of a prompt's completions: each token's log-prob at the sampling τ
         (and the `top` likeliest), the prompt run once for all rows."""
-        temperature = float(body.get("temperature") if body.get("temperature") is not None else 1.0) or 1.0
+        temperature = _temperature(body) or 1.0  # greedy completions report log-probs at τ = 1
         width = max(len(tokens) for tokens in rows)
         completions = torch.tensor([t + [0] * (width - len(t)) for t in rows], device=self._device)
         mask = torch.tensor([[i < len(t) for i in range(width)] for t in rows], device=self._device)
@@ -269,6 +272,15 @@ class Engine:
 
 class ModelNotFound(RequestError):
     """HTTP 404, as vLLM answers a request for a model it does not serve."""
+
+
+def _temperature(body: dict) -> float:
+    """The request's τ (OpenAI's default 1; 0 asks for greedy decoding)."""
+    value = body.get("temperature")
+    temperature = 1.0 if value is None else float(value)
+    if not 0 <= temperature < math.inf:
+        raise RequestError(f"temperature must be >= 0, got {value}")
+    return temperature
 
 
 def _common_prefix(sequences: list[list[int]]) -> int:

@@ -1,10 +1,13 @@
 """`dgrpo serve`'s engine and routes through the openai client: token-id completions with
 log-probs that equal the trainer's, seeds, prompt_logprobs, and errors in OpenAI's shape."""
 
+import socket
+
 import openai
 import pytest
 import torch
 
+from dgrpo.cli import main
 from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight
 from dgrpo.models import build_tiny, embedded_tokenizer
 from dgrpo.server.engine import Engine
@@ -91,3 +94,25 @@ def test_bad_requests_are_openai_errors(api):
             body={"update_info": {}},
             cast_to=object,
         )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--weight-transfer-config", '{"backend": "nccl"}'], "weight-transfer backend 'nccl' is not served"),
+        (["--weight-transfer-config", "gloo"], "is not a JSON object"),
+        (["--api-key-env", "DGRPO_NO_SUCH_VARIABLE"], "--api-key-env DGRPO_NO_SUCH_VARIABLE is not set"),
+    ],
+)
+def test_serve_flags_are_checked_before_loading(flags, message, capsys):
+    assert main(["serve", "tiny-qwen3", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dgrpo: error:") and message in err and len(err.splitlines()) == 1
+
+
+def test_serve_on_a_busy_port_is_one_error(capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["serve", "tiny-qwen3", "--port", str(busy.getsockname()[1])]) == 2
+    assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
