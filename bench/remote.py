@@ -61,7 +61,8 @@ def start_server(model: str, name: str, seed: int, threads: int) -> tuple[subpro
 def run_values(args, data: Path, out: Path, policy_url: str | None, teacher_url: str | None) -> dict:
     values = {
         "data": {"path": str(data), "max_prompt_tokens": args.prompt_len + 64, "batch_size": 1},
-        "rollout": {"group_size": args.group, "max_new_tokens": args.completion, "min_new_tokens": args.completion},
+        "rollout": {"group_size": args.group, "max_new_tokens": args.completion,
+                    "min_new_tokens": args.completion},
         "teacher": {"model": "tiny-qwen3-teacher", "top_k": args.top_k},
         "loss": {"method": "opd", "estimator": "topk"},
         "optim": {"lr": 1e-3},
@@ -166,23 +167,30 @@ def main() -> None:
             for process, _ in servers:
                 process.terminate()
                 process.wait(timeout=30)
+    report(args, (local, local_rows), (remote, remote_rows), diff, same_ids, equal)
+
+
+def report(args, local_run, remote_run, diff: float, same_ids: bool, equal: bool) -> None:
+    """The side-by-side table, then the machine-readable last line."""
+    (local, local_rows), (remote, remote_rows) = local_run, remote_run
     sync = statistics.median(row["rollout/sync_s"] for row in remote_rows)
     mismatch = max(row["rollout/logp_diff_max"] for row in remote_rows)
-    print(f"\nopd (topk K={args.top_k}), P={args.length}, G={args.group}, C={args.completion}, "
-          f"{args.steps} steps, {args.threads} thread(s) per process")  # fmt: skip
+    tokens = [statistics.median(row["tokens_per_s"] for row in rows) for rows in (local_rows, remote_rows)]
     print(
-        "| rollouts + teacher | steps/s | loss (last step) | weight push s | max |Δ log π| sampler vs trainer |"
+        f"\nopd (topk K={args.top_k}), P={args.length}, G={args.group}, C={args.completion}, "
+        f"{args.steps} steps, {args.threads} thread(s) per process"
     )
+    print("| rollouts + teacher | steps/s | tokens/s | weight push s | max abs Δ log π (sampler, trainer) |")
     print("|---|---|---|---|---|")
-    print(f"| local (trainer's forward) | {local:.3f} | {local_rows[-1]['loss']:.5f} | - | - |")
+    print(f"| local (trainer's forward) | {local:.3f} | {tokens[0]:.0f} | - | - |")
+    print(f"| `dgrpo serve` (2 servers) | {remote:.3f} | {tokens[1]:.0f} | {sync:.3f} | {mismatch:.1e} |")
     print(
-        f"| `dgrpo serve` (2 servers) | {remote:.3f} | {remote_rows[-1]['loss']:.5f} | {sync:.3f} | {mismatch:.2e} |"
+        f"teacher top-{args.top_k} ids equal: {same_ids}; "
+        f"greedy rollouts equal after {args.updates} pushed updates: {equal}"
     )
     print(
-        f"teacher top-{args.top_k} ids equal: {same_ids}; greedy rollouts equal after {args.updates} updates: {equal}"
-    )
-    print(
-        f"teacher_max_abs_diff={diff:.3g} rollout_tokens_equal={int(equal)} steps_per_s_ratio={remote / local:.3f}"
+        f"teacher_max_abs_diff={diff:.3g} rollout_tokens_equal={int(equal)} "
+        f"steps_per_s_ratio={remote / local:.3f}"
     )
 
 

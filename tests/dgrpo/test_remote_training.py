@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dgrpo.metrics import METRICS
 from dgrpo.models import build_tiny, embedded_tokenizer
 from dgrpo.server.engine import Engine
 from dgrpo.server.http import ServerThread
@@ -55,6 +56,7 @@ def test_run_against_servers_matches_the_local_run(make_run_config, method, esti
     assert all(row["rollout/logp_diff_max"] < 1e-4 for row in remote)  # same weights on both sides
     assert all(row["rollout/is_weight_mean"] == pytest.approx(1.0, abs=1e-4) for row in remote)
     assert policy.version == 3 + 1  # the start and every optimizer step pushed the weights
+    assert {name for name in remote[0] if name.startswith("rollout/")} <= set(METRICS)  # documented
 
 
 def start_server(tmp_path, name: str, env: dict) -> tuple[subprocess.Popen, str]:
