@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dgrpo.config import ServerClientConfig, make_config
+from dgrpo.errors import UserError
 from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight
 from dgrpo.mismatch import truncated_is_weights
 from dgrpo.models import build_tiny, embedded_tokenizer
@@ -110,3 +111,10 @@ def test_weight_push_to_a_server_without_transfer_is_a_clear_error(tmp_path):
                 weight_push(client, "disk", "127.0.0.1", tmp_path)
         finally:
             client.close()
+
+
+def test_server_backend_needs_a_url():
+    with pytest.raises(UserError, match="rollout.backend is server but rollout.url is not set"):
+        make_config({"rollout": {"backend": "server"}})
+    with pytest.raises(UserError, match="unknown key 'rollout.server.api_key'"):
+        make_config({"rollout": {"server": {"api_key": "sk-never-in-a-config"}}})
