@@ -52,7 +52,13 @@ class Receiver:
 
     def init(self, body: dict) -> dict:
         info = self._required(body, "init_info")
+        if self.backend == "disk" and "master_port" in info:
+            raise RequestError("this server's weight-transfer backend is disk, not a broadcast one")
         if self.backend == "gloo":
+            if "master_port" not in info:
+                raise RequestError(
+                    "init_info lacks master_address/master_port: this server's backend is gloo"
+                )
             self.group = gloo_group(
                 str(info["master_address"]),
                 int(info["master_port"]),

@@ -51,26 +51,32 @@ class BroadcastPush:
         self.client, self.backend = client, backend
         port = _free_port(address)
         init_info = {"master_address": address, "master_port": port, "rank_offset": 1, "world_size": 2}
-        # the server joins the group while we create it: its HTTP call returns once both sides are in
-        with _background(lambda: client.post("/init_weight_transfer_engine", {"init_info": init_info})):
-            self.group = (
-                _nccl_group(init_info)
-                if backend == "nccl"
-                else gloo_group(address, port, 0, 2, client.cfg.timeout_s)
-            )
+        timeout_s = client.cfg.timeout_s
+
+        def join() -> object:
+            return _nccl_group(init_info) if backend == "nccl" else gloo_group(address, port, 0, 2, timeout_s)
+
+        # the server's HTTP call returns once it has joined our group; if it fails, we stop waiting
+        self.group = _alongside(
+            join, lambda: client.post("/init_weight_transfer_engine", {"init_info": init_info})
+        )
 
     def push(self, model: torch.nn.Module) -> None:
         named = named_weights(model)
+
+        def send() -> None:
+            if self.backend == "nccl":
+                from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+                NCCLWeightTransferEngine.trainer_send_weights(iter(named), self.group)
+            else:
+                for _, tensor in named:
+                    self.group.broadcast(tensor.cpu(), 0).wait()
+
         self.client.post("/start_weight_update", {})
         try:
-            with _background(lambda: self.client.post("/update_weights", {"update_info": describe(named)})):
-                if self.backend == "nccl":
-                    from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
-
-                    NCCLWeightTransferEngine.trainer_send_weights(iter(named), self.group)
-                else:
-                    for _, tensor in named:
-                        self.group.broadcast(tensor.cpu(), 0).wait()
+            # the server's /update_weights returns once it has received every announced tensor
+            _alongside(send, lambda: self.client.post("/update_weights", {"update_info": describe(named)}))
         except RuntimeError as err:  # the collective broke: the server died or hung mid-transfer
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ServerUnavailableError(
@@ -142,27 +148,25 @@ def weight_push(client: ServerClient, mode: str, address: str, directory: Path) 
     return DiskPush(client, directory, mode)
 
 
-class _background:
-    """Run fn in a thread for the duration of a with-block; re-raise its error at exit."""
+def _alongside(collective, request):
+    """Run `collective` (our side of a group operation) in a thread while `request` asks the
+    server to take part; returns the collective's result. A failed request raises at once
+    (the abandoned collective times out in its daemon thread) instead of waiting for it."""
+    result: dict = {}
 
-    def __init__(self, fn):
-        self.fn, self.error = fn, None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
+    def run() -> None:
         try:
-            self.fn()
-        except BaseException as err:  # surfaced in __exit__
-            self.error = err
+            result["value"] = collective()
+        except BaseException as err:  # re-raised in the caller's thread
+            result["error"] = err
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.thread.join()
-        if self.error is not None and exc[0] is None:
-            raise self.error
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    request()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
 
 
 def _free_port(address: str) -> int:

@@ -3,6 +3,7 @@ equal the local sampler's token for token after weight pushes by every sync rout
 log-probs equal the trainer's, and the mismatch correction is a pure function."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -102,15 +103,24 @@ def test_truncated_is_weights_values():
     assert nan_only.tolist() == [[1.0, 1.0, 0.0]]  # no server log-prob: no correction
 
 
-def test_weight_push_to_a_server_without_transfer_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize(
+    ("served", "sync", "message"),
+    [(None, "disk", "weight transfer is off"), ("disk", "gloo", "backend is disk, not a broadcast one"),
+     ("gloo", "disk", "lacks master_address/master_port")],
+)  # fmt: skip
+def test_weight_sync_that_the_server_does_not_speak_is_one_quick_error(served, sync, message, tmp_path):
     tokenizer = embedded_tokenizer()
-    with ServerThread(Engine(build_tiny("tiny-qwen3", 0), tokenizer, "policy"), transfer_backend=None) as url:
-        client = ServerClient(url, "policy", ServerClientConfig(retries=0), "rollout")
+    with ServerThread(
+        Engine(build_tiny("tiny-qwen3", 0), tokenizer, "policy"), transfer_backend=served
+    ) as url:
+        client = ServerClient(url, "policy", ServerClientConfig(retries=0, timeout_s=60), "rollout")
+        start = time.monotonic()
         try:
-            with pytest.raises(Exception, match="weight transfer is off"):
-                weight_push(client, "disk", "127.0.0.1", tmp_path)
+            with pytest.raises(UserError, match=message):
+                weight_push(client, sync, "127.0.0.1", tmp_path)
         finally:
             client.close()
+        assert time.monotonic() - start < 30  # refused at once, not after the gloo timeout
 
 
 def test_server_backend_needs_a_url():
