@@ -238,9 +238,12 @@ class Engine:
     def _score_positions(self, hidden: torch.Tensor, targets: torch.Tensor, top: int) -> list[list[dict]]:
         """Per row and position, {str(id): {logprob, rank}}: the top `top` tokens and the target."""
         weight = lm_head_weight(self.model)
-        logp = completion_logprobs(hidden, weight, targets, 1.0, self.chunk_size).tolist()
-        if top > 0:
-            values, top_ids = (t.tolist() for t in topk_logprobs(hidden, weight, top, 1.0, self.chunk_size))
+        if top > 0:  # the top k and the targets from one pass over the head
+            values, top_ids, logp = topk_logprobs(hidden, weight, top, 1.0, self.chunk_size, targets=targets)
+            values, top_ids = values.tolist(), top_ids.tolist()
+        else:
+            logp = completion_logprobs(hidden, weight, targets, 1.0, self.chunk_size)
+        logp = logp.tolist()
         out = []
         for g, row in enumerate(targets.tolist()):
             entries = []
