@@ -129,3 +129,23 @@ def test_killed_server_stops_the_run_with_one_error_and_resume_continues(make_ru
         if path.is_file() and path.suffix in (".yaml", ".jsonl", ".json", ".log", ".txt"):
             assert secret not in path.read_text(errors="ignore"), path
     assert secret not in resumed.stderr + resumed.stdout + err
+
+
+def test_sampled_server_run_resumes_on_the_same_curve(make_run_config):
+    """Request seeds come from the trainer's RNG and the weights are pushed at start, so a run
+    stopped after a checkpoint and resumed (the server kept its last weights, or not) samples
+    what the uninterrupted run sampled."""
+    tokenizer = embedded_tokenizer()
+    with ServerThread(Engine(build_tiny("tiny-qwen3", 5), tokenizer, "policy")) as url:
+        rollout = {"backend": "server", "url": url, "temperature": 1.0, "max_new_tokens": 6}
+
+        def make(out: str, **run):
+            run = {"steps": 3, "save_every": 1, **run}
+            return make_run_config("dgrpo", out, rollout=rollout, loss={"estimator": "sampled"}, run=run)
+
+        whole = metrics(train(make("whole")))
+        train(make("parts", stop_after=2))
+        parts = metrics(train(make("parts"), resume=True))
+    assert [row["step"] for row in parts] == [1, 2, 3]
+    assert [row["loss"] for row in parts] == pytest.approx([row["loss"] for row in whole], rel=1e-6)
+    assert [row["reward/mean"] for row in parts] == [row["reward/mean"] for row in whole]
