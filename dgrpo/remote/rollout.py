@@ -18,6 +18,7 @@ import torch
 from dgrpo import distributed
 from dgrpo.config import TrainConfig
 from dgrpo.data import Example
+from dgrpo.errors import UserError
 from dgrpo.remote.client import ServerClient, check_tokenizer
 from dgrpo.remote.teacher import token_id
 from dgrpo.remote.weights import WeightPush, weight_push
@@ -87,7 +88,12 @@ class ServerRollout:
         rows, logps = [], []
         for choice in choices:
             logprobs = choice.get("logprobs") or {}
-            tokens = [token_id(t) for t in logprobs.get("tokens") or []]
+            if not logprobs.get("tokens"):
+                raise UserError(
+                    "rollout server returned no completion tokens with log-probs",
+                    "use a server that honours logprobs and return_tokens_as_token_ids (vLLM, dgrpo serve)",
+                )
+            tokens = [token_id(t) for t in logprobs["tokens"]]
             values = [math.nan if v is None else float(v) for v in logprobs.get("token_logprobs") or []]
             if len(values) != len(tokens):
                 values = [math.nan] * len(tokens)

@@ -128,3 +128,27 @@ def test_server_backend_needs_a_url():
         make_config({"rollout": {"backend": "server"}})
     with pytest.raises(UserError, match="unknown key 'rollout.server.api_key'"):
         make_config({"rollout": {"server": {"api_key": "sk-never-in-a-config"}}})
+
+
+def test_choices_become_groups_even_when_the_server_drops_the_stop_token():
+    tokenizer = embedded_tokenizer()
+    cfg = make_config({"rollout": {"backend": "server", "url": "http://127.0.0.1:9/v1", "max_new_tokens": 3}})
+    sampler = ServerRollout(None, tokenizer, cfg, None, "cpu")
+    eos = tokenizer.eos_token_id
+    choices = [
+        {
+            "finish_reason": "stop",
+            "logprobs": {"tokens": ["token_id:11", "token_id:12"], "token_logprobs": [-1, -2]},
+        },
+        {
+            "finish_reason": "length",
+            "logprobs": {"tokens": ["token_id:13"] * 3, "token_logprobs": [-3, -3, -3]},
+        },
+        {"finish_reason": "stop", "logprobs": {"tokens": [f"token_id:{eos}"], "token_logprobs": [-0.5]}},
+    ]
+    group = sampler._group(example(), choices)
+    assert group.completion_ids[0, :3].tolist() == [11, 12, eos]  # the stop token the model must learn
+    assert group.mask.sum(1).tolist() == [3, 3, 1] and group.truncated.tolist() == [False, True, False]
+    assert group.logp_sampler[0, :2].tolist() == [-1.0, -2.0] and math.isnan(group.logp_sampler[0, 2])
+    with pytest.raises(UserError, match="returned no completion tokens with log-probs"):
+        sampler._group(example(), [{"finish_reason": "stop", "logprobs": None}])
