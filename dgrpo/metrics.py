@@ -42,6 +42,12 @@ METRICS: dict[str, str] = {
     "completion_length/mean": "completion tokens per completion, EOS included (also /min, /max)",
     "truncated_rate": "share of completions cut at rollout.max_new_tokens",
     "unparsable_rate": "share of completions without an answer line",
+    "rollout/is_weight_mean": "server rollouts: mean truncated importance weight min(π_old/π_sampler, "
+    "rollout.tis_cap) over loss tokens (dgrpo.mismatch)",
+    "rollout/is_truncated_frac": "share of loss tokens whose weight was cut at rollout.tis_cap",
+    "rollout/logp_diff_max": "largest |log π_old(y_t) − log π_sampler(y_t)|: the sampler/trainer mismatch",
+    "rollout/mismatch_kl": "k3 estimate of KL(π_sampler ‖ π_old) on the sampled tokens",
+    "rollout/sync_s": "seconds of the step's weight push to the rollout server",
     "lambda": "λ after its schedule",
     "lr": "learning rate of the step's last update",
     "grad_norm": "global gradient norm before clipping (last update of the step)",

@@ -43,6 +43,7 @@ class Group:
     logp_old: torch.Tensor | None = None  # [G, C] log π_old(y_t), when update_epochs > 1
     logp_ref: torch.Tensor | None = None  # [G, C] log π_ref(y_t), when β > 0
     teacher: TeacherSignals | None = None
+    logp_sampler: torch.Tensor | None = None  # [G, C] log π_sampler(y_t) from a rollout server
 
     @property
     def size(self) -> int:
@@ -56,7 +57,7 @@ class Group:
             self, completion_ids=take(self.completion_ids), mask=take(self.mask),
             truncated=take(self.truncated), texts=take(self.texts), rewards=take(self.rewards),
             statuses=take(self.statuses), loss_mask=take(self.loss_mask), adv=take(self.adv),
-            logp_old=take(self.logp_old), logp_ref=take(self.logp_ref),
+            logp_old=take(self.logp_old), logp_ref=take(self.logp_ref), logp_sampler=take(self.logp_sampler),
             teacher=None if self.teacher is None else self.teacher.select(rows),
         )  # fmt: skip
 
@@ -90,13 +91,13 @@ def sample_group(
         )
     finally:
         model.train(was_training)
-    return _group(example, prompt, completions, tokenizer)
+    return make_group(example, prompt, completions, tokenizer)
 
 
 def fixed_group(example: Example, tokenizer, device: torch.device | str = "cpu") -> Group:
     """The example's fixed response (sft/kd) as a group of one completion."""
     prompt = torch.tensor([example.prompt_ids], device=device)
-    return _group(example, prompt, torch.tensor([example.response_ids], device=device), tokenizer)
+    return make_group(example, prompt, torch.tensor([example.response_ids], device=device), tokenizer)
 
 
 def stop_ids(tokenizer) -> list[int]:
@@ -104,7 +105,7 @@ def stop_ids(tokenizer) -> list[int]:
     return sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
 
 
-def _group(example: Example, prompt: torch.Tensor, completions: torch.Tensor, tokenizer) -> Group:
+def make_group(example: Example, prompt: torch.Tensor, completions: torch.Tensor, tokenizer) -> Group:
     is_stop = torch.isin(completions, torch.tensor(stop_ids(tokenizer), device=completions.device))
     stopped = is_stop.any(dim=1)
     # a completion ends at its first stop token (included: the model must learn to stop)

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -64,6 +65,9 @@ from dgrpo.packing import batch_totals, micro_batches
 from dgrpo.rollout import Group, fixed_group, frozen_logprobs, sample_group, score_group
 from dgrpo.teacher import Teacher, load_teacher
 
+if TYPE_CHECKING:
+    from dgrpo.remote.rollout import ServerRollout
+
 log = logging.getLogger(__name__)
 
 
@@ -86,6 +90,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     logger: MetricsLogger | None = None  # rank 0 only
+    sampler: "ServerRollout | None" = None  # rollout.backend server (dgrpo.remote.rollout)
     step: int = 0  # completed training steps
 
 
@@ -106,6 +111,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         finally:
             if run.logger is not None:
                 run.logger.close()
+            if run.sampler is not None:
+                run.sampler.close()
     return run.run_dir
 
 
@@ -128,8 +135,11 @@ def train_step(run: Run) -> dict[str, float]:
             # logged values only: keep no autograd graph alive past the backward
             stats.append({"loss": loss.detach(), **loss_stats, **diagnostics(signals, run.names)})
         grad_norm, lr = update(run)
+    if run.sampler is not None:  # the server samples the next step from the new weights
+        run.sampler.push(run.student)
     seconds = time.perf_counter() - start
     extra = {"lambda": weights.lam, "lr": lr, "grad_norm": grad_norm, "micro_batches": len(micro)}
+    extra |= {"rollout/sync_s": run.sampler.sync_seconds} if run.sampler is not None else {}
     return step_metrics(run, groups, stats, extra, seconds)
 
 
@@ -152,6 +162,8 @@ def rollout(run: Run, examples: list) -> list[Group]:
     """G sampled completions per prompt, or the fixed response (METHODS' `samples`)."""
     if run.cfg.terms.samples:
         size = run.cfg.rollout.group_size
+        if run.sampler is not None:
+            return run.sampler.sample_groups(examples, size)
         return [sample_group(run.student, run.tokenizer, ex, run.cfg.rollout, size) for ex in examples]
     return [fixed_group(ex, run.tokenizer, run.device) for ex in examples]
 
@@ -236,6 +248,7 @@ def forward_group(run: Run, group: Group) -> Signals:
         kl_teacher=kl_teacher,
         student_topk=student_topk,
         teacher_topk_logp=teacher.topk_logp if teacher is not None else None,
+        logp_sampler=group.logp_sampler,
     )
 
 
@@ -259,6 +272,7 @@ def step_weights(run: Run) -> Weights:
         temperature=run.temperature,
         aggregation=loss.aggregation,
         constant_per_row=loss.aggregation_constant or run.cfg.rollout.max_new_tokens,
+        tis_cap=run.cfg.rollout.tis_cap,
     )
 
 
@@ -394,6 +408,11 @@ def setup(cfg: TrainConfig, resume: bool) -> Run:
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
     )
     _restore(run, last)
+    if cfg.rollout.backend == "server" and cfg.terms.samples:
+        from dgrpo.remote.rollout import ServerRollout  # the server client, only when used
+
+        run.sampler = ServerRollout.connect(cfg, tokenizer, run_dir, device)
+        run.sampler.push(student)  # a fresh or restarted server starts from the run's weights
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
