@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 import yaml
 
 from dgrpo import checkpoint, distributed
@@ -59,6 +60,29 @@ def test_two_processes_take_the_single_process_step(make_run_values, tmp_path):
         assert [row[name] for row in double] == pytest.approx([row[name] for row in single], abs=1e-5)
     assert checkpoint.latest(tmp_path / "double").name == "step-000002"
     assert done.stdout.count("metrics in") == 1  # only rank 0 reports
+
+
+SHARDED = {"parallel": {"strategy": "fsdp"}}
+
+
+@pytest.mark.parametrize("method", ["sft", "dgrpo"])
+def test_sharded_processes_take_the_single_process_step(make_run_values, tmp_path, method):
+    """FSDP2 on 2 gloo processes against one process on the same global batch: dgrpo's
+    completions (seeded per prompt) and lengths differ across the ranks, so the ranks' micro-batches
+    are padded into lockstep."""
+    sections = {**SFT, "loss": {"beta": 0.05}} if method == "dgrpo" else SFT
+    single = metrics(train(make_config(make_run_values(method, "single", **sections))))
+    torchrun(make_run_values(method, "sharded", **sections, **SHARDED), tmp_path / "sharded.yaml")
+    sharded = metrics(tmp_path / "sharded")
+    assert [row["step"] for row in sharded] == [1, 2]
+    for name in ("loss", "grad_norm", *(("reward/mean", "kl_teacher") if method == "dgrpo" else ())):
+        assert [row[name] for row in sharded] == pytest.approx([row[name] for row in single], abs=1e-5)
+    exported = checkpoint.latest(tmp_path / "sharded")
+    assert (exported / checkpoint.SHARDS_DIR / ".metadata").is_file()
+    whole = checkpoint.latest(tmp_path / "single")
+    loaded, reference = (transformers.AutoModelForCausalLM.from_pretrained(d) for d in (exported, whole))
+    for (name, mine), (_, theirs) in zip(loaded.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-5), name
 
 
 @pytest.mark.slow
