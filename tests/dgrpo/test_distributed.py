@@ -1,11 +1,14 @@
-"""Two CPU processes (torchrun, gloo) against one: the same loss and gradient, rank 0 alone
-writes, and a resumed two-process run continues exactly."""
+"""Two CPU processes (torchrun, gloo) against one: the same loss and gradient, replicated or
+sharded (FSDP2), rank 0 alone reports, a resumed two-process run continues exactly (after
+kill -9 too), and a failing process stops every process with its message."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,7 +84,9 @@ def test_sharded_processes_take_the_single_process_step(make_run_values, tmp_pat
     assert (exported / checkpoint.SHARDS_DIR / ".metadata").is_file()
     whole = checkpoint.latest(tmp_path / "single")
     loaded, reference = (transformers.AutoModelForCausalLM.from_pretrained(d) for d in (exported, whole))
-    for (name, mine), (_, theirs) in zip(loaded.state_dict().items(), reference.state_dict().items(), strict=True):
+    for (name, mine), (_, theirs) in zip(
+        loaded.state_dict().items(), reference.state_dict().items(), strict=True
+    ):
         assert torch.allclose(mine, theirs, atol=1e-5), name
 
 
@@ -135,3 +140,107 @@ def test_merge_ranks():
         "ratio_min": 0.8,
         "reward/x/mean": 1.0,
     }
+
+
+def launch_ranks(script: Path, *args: str, n: int = 2) -> list[subprocess.Popen]:
+    """`n` processes of `python script args` joined by environment variables alone, as a
+    scheduler such as srun starts them (no torchrun agent to kill the others on a failure)."""
+    port = _free_port()
+    procs = []
+    for rank in range(n):
+        env = {
+            **os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(n),
+        }  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), *args],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    return procs
+
+
+FAIL_ON_RANK_1 = """
+import os, sys
+from dgrpo import cli, trainer
+
+if os.environ["RANK"] == "1":
+    score = trainer.score
+
+    def failing(run, groups):
+        if run.step == 1:
+            raise RuntimeError("injected failure in score on rank 1")
+        return score(run, groups)
+
+    trainer.score = failing
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("strategy", ["replicate", "fsdp"])
+def test_a_failing_rank_stops_every_rank_with_its_message(make_run_values, tmp_path, strategy):
+    """Rank 1 raises in its second step while rank 0 goes on into the next collective: rank 0
+    stops too (well inside the 120 s the test waits, against a 30-minute collective timeout)
+    and says why, naming rank 1 and its error."""
+    script = tmp_path / "fail.py"
+    script.write_text(FAIL_ON_RANK_1)
+    config = tmp_path / "run.yaml"
+    values = make_run_values(
+        "grpo", run={"steps": 3}, data={"batch_size": 2}, parallel={"strategy": strategy}
+    )
+    config.write_text(yaml.safe_dump(values))
+    procs = launch_ranks(script, "train", str(config), "--set", "run.device=cpu")
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [1, 1]
+    assert "RuntimeError: injected failure in score on rank 1" in outputs[1][1]
+    assert (
+        "dgrpo: error: stopped rank 0: rank 1 failed: RuntimeError: injected failure in score on rank 1"
+        in (outputs[0][1])
+    )
+    assert [row["step"] for row in metrics(tmp_path / "run")] == [1]
+
+
+def test_sharded_run_killed_with_sigkill_resumes_like_the_uninterrupted_run(make_run_values, tmp_path):
+    """kill -9 of every process of a sharded dgrpo run once its first checkpoint exists (it may
+    be mid-step or mid-save): the resumed run, on the sharded checkpoint, ends where the
+    uninterrupted (single-process) run does."""
+    sections = {"run": {"steps": 3, "save_every": 1}, "data": {"batch_size": 2}, "loss": {"beta": 0.05}}
+    whole = metrics(train(make_config(make_run_values("dgrpo", "whole", **sections))))
+    values = make_run_values("dgrpo", "killed", **sections, **SHARDED)
+    config = tmp_path / "killed.yaml"
+    config.write_text(yaml.safe_dump(values))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), "-m", "dgrpo.cli", "train", str(config), "--set", "run.device=cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = tmp_path / "killed" / "checkpoints" / "step-000001"
+    try:
+        deadline = time.monotonic() + 300
+        while not first.is_dir() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    survivor = checkpoint.latest(tmp_path / "killed")
+    assert survivor is not None and (survivor / checkpoint.SHARDS_DIR / ".metadata").is_file()
+    torchrun(values, config, "--resume")
+    resumed = metrics(tmp_path / "killed")
+    assert [row["step"] for row in resumed] == [1, 2, 3]
+    for name in ("loss", "grad_norm", "reward/mean", "kl_teacher"):  # float32 sums in another order
+        assert [row[name] for row in resumed] == pytest.approx(
+            [row[name] for row in whole], rel=1e-3, abs=1e-5
+        )
