@@ -36,16 +36,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(values: dict, config: Path, *extra: str) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node 2 -m dgrpo.cli train CONFIG` on CPU; fails the test on error."""
-    config.write_text(yaml.safe_dump(values))
-    command = [
+def torchrun_command(config: Path, *extra: str) -> list[str]:
+    return [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
         "-m", "dgrpo.cli", "train", str(config), "--set", "run.device=cpu", *extra,
     ]  # fmt: skip
+
+
+def torchrun(values: dict, config: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 -m dgrpo.cli train CONFIG` on CPU; fails the test on error."""
+    config.write_text(yaml.safe_dump(values))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        torchrun_command(config, *extra), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -214,13 +219,9 @@ def test_sharded_run_killed_with_sigkill_resumes_like_the_uninterrupted_run(make
     values = make_run_values("dgrpo", "killed", **sections, **SHARDED)
     config = tmp_path / "killed.yaml"
     config.write_text(yaml.safe_dump(values))
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), "-m", "dgrpo.cli", "train", str(config), "--set", "run.device=cpu",
-    ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        command,
+        torchrun_command(config),
         cwd=ROOT,
         env=env,
         start_new_session=True,
