@@ -16,10 +16,11 @@ import torch
 import transformers
 import yaml
 
-from dgrpo import checkpoint, distributed
+from dgrpo import checkpoint, distributed, sharding
 from dgrpo.config import make_config
 from dgrpo.errors import UserError
 from dgrpo.metrics import merge_ranks
+from dgrpo.rollout import Group, widen
 from dgrpo.trainer import train
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -245,3 +246,26 @@ def test_sharded_run_killed_with_sigkill_resumes_like_the_uninterrupted_run(make
         assert [row[name] for row in resumed] == pytest.approx(
             [row[name] for row in whole], rel=1e-3, abs=1e-5
         )
+
+
+def test_lockstep_pads_micro_batches_to_every_rank_s_counts(monkeypatch):
+    """Rank 0 packed 3 micro-batches of 2, 1, 1 groups, rank 1 packed 1 of 3: both run 3
+    micro-batches of 3, 1, 1 groups, the missing ones being the padding group."""
+    monkeypatch.setattr(distributed, "gather_objects", lambda counts: [[2, 1, 1], [3]])
+    padded = sharding.lockstep_micro_batches([["a", "b"], ["c"], ["d"]], "pad")
+    assert padded == [["a", "b", "pad"], ["c"], ["d"]]
+    padded = sharding.lockstep_micro_batches([["a", "b", "c"]], "pad")
+    assert padded == [["a", "b", "c"], ["pad"], ["pad"]]
+
+
+def test_lockstep_padding_is_one_row_the_loss_ignores():
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    prompt, completions = torch.zeros(1, 4, dtype=torch.long), torch.ones(2, 3, dtype=torch.long)
+    group = Group(None, prompt, completions, mask, torch.tensor([False, False]), ["x", "y"], loss_mask=mask)
+    padding = sharding.empty_like_group(group)
+    assert (
+        padding.size == 1 and not padding.loss_mask.any() and padding.mask.tolist() == [[True, True, False]]
+    )
+    wide = widen(padding, 5, pad_id=7)
+    assert wide.completion_ids.tolist() == [[1, 1, 1, 7, 7]] and wide.mask.shape == (1, 5)
+    assert not wide.mask[:, 3:].any() and widen(padding, 2, pad_id=7) is padding
