@@ -1,5 +1,7 @@
 """Shared-prefix attention equals attention over G concatenated copies of the prompt."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -43,8 +45,7 @@ def kernel(request, monkeypatch):
     """The CPU flash kernel, or the plain-torch kernel used on other devices (small key chunks)."""
     if request.param == "reference":
         monkeypatch.setattr(attention, "_KEY_CHUNK", 4)
-        monkeypatch.setattr(attention, "_block_forward", attention._reference_forward)
-        monkeypatch.setattr(attention, "_block_backward", attention._reference_backward)
+        monkeypatch.setattr(attention, "_kernel", lambda q: "reference")
     return request.param
 
 
@@ -90,3 +91,22 @@ def test_prefix_attention_rejects_batched_prompt_and_misaligned_queries():
         prefix_attention(q, k_prompt.expand(3, -1, -1, -1), v_prompt, k_own, v_own, 0.3)
     with pytest.raises(ValueError, match="own keys"):
         prefix_attention(q, k_prompt, v_prompt, k_own[:, :, :3], v_own[:, :, :3], 0.3)
+
+
+def _like(device: str, dtype: torch.dtype, head_dim: int = 128):
+    """What `_kernel` reads of a query tensor (a CUDA one cannot be built without a GPU)."""
+    return SimpleNamespace(device=torch.device(device), dtype=dtype, shape=(1, 8, 64, head_dim))
+
+
+def test_kernel_choice_never_materialises_scores_on_cpu_or_cuda():
+    """CPU: the fused flash kernel for every dtype; CUDA: flash for the autocast dtypes (head
+    dims it supports), the memory-efficient kernel for float32; the chunked reference only for
+    float64 on CUDA and other devices."""
+    assert attention._kernel(_like("cpu", torch.float32)) == "cpu_flash"
+    assert attention._kernel(_like("cpu", torch.bfloat16)) == "cpu_flash"
+    assert attention._kernel(_like("cuda", torch.bfloat16)) == "flash"
+    assert attention._kernel(_like("cuda", torch.float16, head_dim=64)) == "flash"
+    assert attention._kernel(_like("cuda", torch.bfloat16, head_dim=512)) == "efficient"
+    assert attention._kernel(_like("cuda", torch.float32)) == "efficient"
+    assert attention._kernel(_like("cuda", torch.float64)) == "reference"
+    assert attention._kernel(_like("mps", torch.float32)) == "reference"
