@@ -156,9 +156,11 @@ def global_totals(groups: list[Group]) -> BatchTotals:
     return BatchTotals(rows=int(rows), tokens=tokens)
 
 
-def rollout(run: Run, examples: list, positions: list[int], draw: int) -> list[Group]:
-    """G sampled completions per prompt, or the fixed response (METHODS' `samples`). A sharded
-    student needs two completion positions per group (dgrpo.sharding: lockstep)."""
+def rollout(run: Run, examples: list, positions: list[int] | None = None, draw: int = 0) -> list[Group]:
+    """G sampled completions per prompt, or the fixed response (METHODS' `samples`); `positions`
+    in the global batch (default 0, 1, ...) and the accumulation `draw` seed the sampling. A
+    sharded student needs two completion positions per group (dgrpo.sharding: lockstep)."""
+    positions = range(len(examples)) if positions is None else positions
     if run.cfg.terms.samples:
         size = run.cfg.rollout.group_size
         groups = [
