@@ -48,7 +48,7 @@ def run_values(method: str, work: Path, out: Path, steps: int, world: int) -> di
         "rollout": {"group_size": 4, "max_new_tokens": 16},
         "teacher": {"model": "tiny-qwen3-teacher"},
         "loss": {"method": method, **({"beta": 0.05} if method == "dgrpo" else {})},
-        "optim": {"lr": 1e-3, "schedule": "constant", "micro_batch_tokens": 1080},
+        "optim": {"lr": 1e-4, "schedule": "constant", "micro_batch_tokens": 1100},
         "run": {"out_dir": str(out), "steps": steps, "save_every": 0, "progress": False, "threads": 1},
         "parallel": {"strategy": "fsdp" if world > 1 else "replicate"},
     }

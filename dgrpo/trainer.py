@@ -119,7 +119,7 @@ def train_step(run: Run) -> dict[str, float]:
     score(run, groups)
     weights, totals = step_weights(run), global_totals(groups)
     micro = micro_batches(groups, cfg.optim.micro_batch_tokens)
-    padding = None
+    own_micro_batches, padding = len(micro), None
     if isinstance(run.student, sharding.Sharded):  # equal collective calls on every process
         padding = sharding.empty_like_group(groups[0])
         micro = sharding.lockstep_micro_batches(micro, padding)
@@ -136,7 +136,7 @@ def train_step(run: Run) -> dict[str, float]:
                 stats.append({"loss": loss.detach(), **loss_stats, **diagnostics(signals, run.names)})
         grad_norm, lr = update(run)
     seconds = time.perf_counter() - start
-    extra = {"lambda": weights.lam, "lr": lr, "grad_norm": grad_norm, "micro_batches": len(micro)}
+    extra = {"lambda": weights.lam, "lr": lr, "grad_norm": grad_norm, "micro_batches": own_micro_batches}
     return step_metrics(run, groups, stats, extra, seconds)
 
 
