@@ -196,6 +196,11 @@ class _PrefixAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
+        with torch.autocast(dout.device.type, enabled=False):
+            return _PrefixAttention._backward(ctx, dout)
+
+    @staticmethod
+    def _backward(ctx, dout):
         q, k_prompt, v_prompt, k_own, v_own, out, lse = ctx.saved_tensors
         rows, heads = q.shape[:2]
         kv_heads = k_prompt.shape[1]
@@ -228,7 +233,24 @@ def prefix_attention(q, k_prompt, v_prompt, k_own, v_own, scale: float) -> torch
     """
     if k_prompt.shape[0] != 1:
         raise ValueError(f"the prompt K/V must have batch size 1, got {k_prompt.shape[0]}")
-    return _PrefixAttention.apply(q, k_prompt, v_prompt, k_own, v_own, scale)
+    tensors = (q, k_prompt, v_prompt, k_own, v_own)
+    dtype = _compute_dtype(tensors)
+    # the kernels take one dtype, and autocast does not reach inside a custom Function
+    with torch.autocast(q.device.type, enabled=False):
+        return _PrefixAttention.apply(*(t.to(dtype) for t in tensors), scale)
+
+
+def _compute_dtype(tensors) -> torch.dtype:
+    """What SDPA would compute in: the autocast dtype when autocast is on (under autocast,
+    Qwen3's normed and rotated q/k come out float32 while v is bfloat16), else the inputs'
+    promoted dtype."""
+    device = tensors[0].device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    dtype = tensors[0].dtype
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import torch
 
 import dgrpo.attention as attention
 from dgrpo.attention import prefix_attention
+from dgrpo.logprobs import group_forward
+from dgrpo.models import build_tiny
 
 
 def naive_attention(q, k_prompt, v_prompt, k_own, v_own, scale):
@@ -110,3 +112,21 @@ def test_kernel_choice_never_materialises_scores_on_cpu_or_cuda():
     assert attention._kernel(_like("cuda", torch.float32)) == "efficient"
     assert attention._kernel(_like("cuda", torch.float64)) == "reference"
     assert attention._kernel(_like("mps", torch.float32)) == "reference"
+
+
+def test_training_forward_under_bf16_autocast_runs_in_bf16_and_is_close():
+    """Under autocast Qwen3's q/k reach attention in float32 and v in bfloat16: the kernel runs
+    in the autocast dtype (as SDPA would), values and gradients close to float32."""
+    model = build_tiny("tiny-qwen3", 0)
+    prompt, completions = torch.randint(0, 1000, (1, 30)), torch.randint(0, 1000, (2, 5))
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    results = []
+    for enabled in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            hidden = group_forward(model, prompt, completions, mask, with_grad=True)
+        hidden.float().square().mean().backward()
+        results.append((hidden.float(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+    (hidden, grad), (hidden_bf16, grad_bf16) = results
+    torch.testing.assert_close(hidden_bf16, hidden, rtol=0.05, atol=0.05)
+    assert torch.nn.functional.cosine_similarity(grad.flatten(), grad_bf16.flatten(), dim=0) > 0.99
