@@ -4,11 +4,14 @@ Both sides train the tiny Qwen3 student (and its 4-layer teacher for dgrpo) from
 weights for --steps steps on the same batches; dgrpo's completions are seeded per prompt, so
 both sides sample the same ones. The student's EOS embedding row is scaled up so that it
 stops after a few tokens at random (a random tiny model otherwise never emits EOS), which gives
-completions of different lengths on the two ranks; and a small
-optim.micro_batch_tokens cuts the ranks' groups into different numbers of micro-batches (the
-lockstep padding of `dgrpo.sharding` at work). Reported per step: the loss and the gradient
-norm of each side and their differences; per rank: the bytes of parameters + AdamW state the
-process holds (its shards under FSDP). The last line is machine-readable:
+completions of different lengths on the two ranks. Sampling keeps the top 16 tokens: at τ = 1
+over 151,936 nearly uniform tokens, the float32 rounding differences of the two sides' updates
+(about 1e-7) flip sampled tokens from the second step on, and the two sides would then train on
+different batches. Prompts are 1,024 tokens, and optim.micro_batch_tokens = 1,064 splits a
+group into row slices by its completion length, so the ranks pack different numbers of
+micro-batches (the lockstep padding of `dgrpo.sharding` at work; column "own mb"). Reported per
+step: the loss and the gradient norm of each side and their differences; per rank: the bytes of
+parameters + AdamW state the process holds (its shards under FSDP). The last line is machine-readable:
 
     max_loss_diff=<x> state_mem_ratio=<y>
 
@@ -45,10 +48,11 @@ def run_values(method: str, work: Path, out: Path, steps: int, world: int) -> di
     return {
         "model": {"student": str(work / "student"), "gradient_checkpointing": True},
         "data": {"path": str(work / "data"), "batch_size": 4, "max_prompt_tokens": 1100},
-        "rollout": {"group_size": 4, "max_new_tokens": 16},
+        # top_k: see the module docstring
+        "rollout": {"group_size": 4, "max_new_tokens": 16, "top_k": 16},
         "teacher": {"model": "tiny-qwen3-teacher"},
         "loss": {"method": method, **({"beta": 0.05} if method == "dgrpo" else {})},
-        "optim": {"lr": 1e-4, "schedule": "constant", "micro_batch_tokens": 1100},
+        "optim": {"lr": 1e-4, "schedule": "constant", "micro_batch_tokens": 1064},
         "run": {"out_dir": str(out), "steps": steps, "save_every": 0, "progress": False, "threads": 1},
         "parallel": {"strategy": "fsdp" if world > 1 else "replicate"},
     }
@@ -148,7 +152,7 @@ def worker(method: str, work: Path, steps: int) -> None:
 def report(method: str, single: dict, ranks: list[dict]) -> tuple[float, float, float]:
     print(f"\n{method}: 1 process vs 2 FSDP processes (gloo, CPU), same global batch")
     print(f"{'step':>4} {'loss 1p':>12} {'loss 2p':>12} {'|Δloss|':>9} {'gnorm 1p':>10} {'gnorm 2p':>10} "
-          f"{'|Δgnorm|':>9} {'len r0/r1':>11} {'mb r0/r1':>8}")  # fmt: skip
+          f"{'|Δgnorm|':>9} {'len r0/r1':>11} {'own mb r0/r1':>12}")  # fmt: skip
     loss_diff = grad_diff = 0.0
     for i, one in enumerate(single["steps"]):
         two = ranks[0]["steps"][i]
@@ -157,7 +161,7 @@ def report(method: str, single: dict, ranks: list[dict]) -> tuple[float, float, 
         lengths = "/".join(f"{r['steps'][i]['completion_length']:.1f}" for r in ranks)
         micro = "/".join(str(r["steps"][i]["micro_batches"]) for r in ranks)
         print(f"{i + 1:>4} {one['loss']:>12.6f} {two['loss']:>12.6f} {dl:>9.2e} {one['grad_norm']:>10.5f} "
-              f"{two['grad_norm']:>10.5f} {dg:>9.2e} {lengths:>11} {micro:>8}")  # fmt: skip
+              f"{two['grad_norm']:>10.5f} {dg:>9.2e} {lengths:>11} {micro:>12}")  # fmt: skip
     mb = 2**20
     per_rank = [r["state_bytes"] for r in ranks]
     ratio = max(per_rank) / single["state_bytes"]
