@@ -329,8 +329,9 @@ class ParallelConfig(Section):
     )
     cpu_offload: bool = Field(
         False,
-        description="fsdp: keep the sharded parameters, gradients and optimizer state in CPU memory "
-        "(copied to the device per layer): fits larger models for slower steps.",
+        description="fsdp on CUDA: keep the sharded parameters, gradients and optimizer state in CPU "
+        "memory (copied to the GPU per layer; the optimizer steps on the CPU): fits larger models "
+        "for slower steps. No effect on CPU runs.",
     )
     shard_frozen: bool = Field(
         True,

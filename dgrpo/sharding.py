@@ -70,15 +70,20 @@ def param_dtype(cfg: ParallelConfig, device: torch.device) -> torch.dtype:
     return DTYPES[cfg.param_dtype]
 
 
+def offloads(cfg: ParallelConfig, device: torch.device) -> bool:
+    """parallel.cpu_offload, for CUDA runs (a CPU run's shards are in CPU memory already)."""
+    return cfg.cpu_offload and device.type == "cuda"
+
+
 def shard(model: nn.Module, cfg: ParallelConfig, device: torch.device) -> Sharded:
     """`fully_shard` per decoder layer and at the root; gradients are summed, not averaged."""
     policy = dict(
         mp_policy=MixedPrecisionPolicy(
             param_dtype=param_dtype(cfg, device), reduce_dtype=DTYPES[cfg.reduce_dtype]
         ),
-        offload_policy=CPUOffloadPolicy() if cfg.cpu_offload else OffloadPolicy(),
+        offload_policy=CPUOffloadPolicy() if offloads(cfg, device) else OffloadPolicy(),
     )
-    if cfg.cpu_offload:  # parameters stay on the CPU; FSDP copies each unit to the device
+    if offloads(cfg, device):  # shards live in (pinned) CPU memory; FSDP copies each unit over
         model.to("cpu")
     for layer in model.base_model.layers:
         fully_shard(layer, **policy)

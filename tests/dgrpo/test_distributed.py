@@ -17,7 +17,7 @@ import transformers
 import yaml
 
 from dgrpo import checkpoint, distributed, sharding
-from dgrpo.config import make_config
+from dgrpo.config import ParallelConfig, make_config
 from dgrpo.errors import UserError
 from dgrpo.metrics import merge_ranks
 from dgrpo.rollout import Group, widen
@@ -272,3 +272,22 @@ def test_lockstep_padding_is_one_row_the_loss_ignores():
     wide = widen(padding, 5, pad_id=7)
     assert wide.completion_ids.tolist() == [[1, 1, 1, 7, 7]] and wide.mask.shape == (1, 5)
     assert not wide.mask[:, 3:].any() and widen(padding, 2, pad_id=7) is padding
+
+
+def test_sharding_choices_and_single_process_passthrough(monkeypatch):
+    fsdp = ParallelConfig(strategy="fsdp")
+    assert not sharding.enabled(fsdp)  # one process: nothing to shard across
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert sharding.enabled(fsdp) and not sharding.enabled(ParallelConfig())
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (
+        sharding.param_dtype(fsdp, cpu) == torch.float32
+        and sharding.param_dtype(fsdp, cuda) == torch.bfloat16
+    )
+    assert sharding.param_dtype(ParallelConfig(param_dtype="bfloat16"), cpu) == torch.bfloat16
+    offload = ParallelConfig(strategy="fsdp", cpu_offload=True)
+    assert sharding.offloads(offload, cuda) and not sharding.offloads(offload, cpu)
+    model = torch.nn.Linear(2, 2)
+    assert sharding.call(model, lambda m, x: m is model and x, 5) == 5
+    with sharding.gathered(model) as whole:
+        assert whole is model and sharding.inner(model) is model
