@@ -82,8 +82,7 @@ class LocalTeacher:
     ):
         freeze(sharding.inner(model))
         self.model, self.top_k, self.chunk_size, self.autocast = model, top_k, chunk_size, autocast
-        # the head the "hidden" signal hands to the student's KL, whole on every process
-        self.head = sharding.full_tensor(lm_head_weight(sharding.inner(model)).detach())
+        self._head: torch.Tensor | None = None
 
     def score(self, prompt_ids, completion_ids, mask, need, temperature) -> TeacherSignals:
         with torch.no_grad():
@@ -91,8 +90,15 @@ class LocalTeacher:
                 self.model, self._signals, prompt_ids, completion_ids, mask, need, temperature
             )
         if "hidden" in need:
-            out["weight"] = self.head
+            out["weight"] = self.head()
         return TeacherSignals(**out)
+
+    def head(self) -> torch.Tensor:
+        """The lm_head the "hidden" signal hands to the student's KL, whole on every process
+        (gathered once when sharded: every process asks at the same call, so in lockstep)."""
+        if self._head is None:
+            self._head = sharding.full_tensor(lm_head_weight(sharding.inner(self.model)).detach())
+        return self._head
 
     def _signals(self, model, prompt_ids, completion_ids, mask, need, temperature) -> dict:
         """The signals as a dict of tensors (what a sharded root's forward may return)."""
