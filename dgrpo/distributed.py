@@ -59,7 +59,8 @@ def process_group(device_type: str, timeout_minutes: float = 30.0) -> Iterator[N
         yield
     except BaseException as error:
         watchdog.stop()
-        _stop_on_peer_failure(watchdog.store)  # a collective failed because another process did
+        if not isinstance(error, UserError):  # a UserError is every process's own clean message
+            _stop_on_peer_failure(watchdog.store)  # a collective failed because another process did
         publish_failure(watchdog.store, dist.get_rank(), error)
         raise  # no destroy_process_group: it may wait for processes that are stopping
     watchdog.stop()
