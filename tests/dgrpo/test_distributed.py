@@ -191,7 +191,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("strategy", ["replicate", "fsdp"])
+@pytest.mark.parametrize("strategy", [pytest.param("replicate", marks=pytest.mark.slow), "fsdp"])
 def test_a_failing_rank_stops_every_rank_with_its_message(make_run_values, tmp_path, strategy):
     """Rank 1 raises in its second step while rank 0 goes on into the next collective: rank 0
     stops too (well inside the 120 s the test waits, against a 30-minute collective timeout)
