@@ -130,3 +130,22 @@ def test_training_forward_under_bf16_autocast_runs_in_bf16_and_is_close():
     (hidden, grad), (hidden_bf16, grad_bf16) = results
     torch.testing.assert_close(hidden_bf16, hidden, rtol=0.05, atol=0.05)
     assert torch.nn.functional.cosine_similarity(grad.flatten(), grad_bf16.flatten(), dim=0) > 0.99
+
+
+def test_prompt_pass_runs_causal_sdpa_without_a_mask(monkeypatch):
+    """The prompt pass goes to SDPA with is_causal and no [P, P] mask, so SDPA can pick its
+    fused kernels (flash / memory-efficient on CUDA) that never hold the scores."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
+        calls.append((attn_mask, is_causal, q.shape[-2]))
+        return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kwargs)
+
+    monkeypatch.setattr(sdpa.torch.nn.functional, "scaled_dot_product_attention", spy)
+    model = build_tiny("tiny-qwen3", 0)
+    group_forward(model, torch.randint(0, 1000, (1, 40)), torch.randint(0, 1000, (2, 3)),
+                  torch.ones(2, 3, dtype=torch.bool), with_grad=False)  # fmt: skip
+    assert calls == [(None, True, 40)] * model.config.num_hidden_layers  # the completions: prefix_attention
