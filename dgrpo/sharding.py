@@ -15,7 +15,7 @@ or dicts of them: FSDP must see the tensors to hook the backward).
 Lockstep: an all-gather is a collective, so every process must run the same sharded layers the
 same number of times. The trainer makes the counts equal:
 
-- sampling runs with every unit gathered once (`gathered`), so decoding the data-dependent
+- sampling runs with every unit gathered once per rollout (`gathered`), so decoding the data-dependent
   number of tokens per process makes no collective call at all;
 - every frozen-model or training call runs the decoder exactly twice per group (prompt, then
   completions: `dgrpo.rollout.widen` gives every group at least two completion positions),

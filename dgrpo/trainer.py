@@ -163,13 +163,14 @@ def rollout(run: Run, examples: list, positions: list[int] | None = None, draw: 
     positions = range(len(examples)) if positions is None else positions
     if run.cfg.terms.samples:
         size = run.cfg.rollout.group_size
-        groups = [
-            sample_group(
-                run.student, run.tokenizer, ex, run.cfg.rollout, size,
-                generator=sampling_generator(run, draw, position), autocast=run.autocast,
-            )
-            for ex, position in zip(examples, positions, strict=True)
-        ]  # fmt: skip
+        with sharding.gathered(run.student) as student:  # one all-gather for the whole rollout
+            groups = [
+                sample_group(
+                    student, run.tokenizer, ex, run.cfg.rollout, size,
+                    generator=sampling_generator(run, draw, position), autocast=run.autocast,
+                )
+                for ex, position in zip(examples, positions, strict=True)
+            ]  # fmt: skip
     else:
         groups = [fixed_group(ex, run.tokenizer, run.device) for ex in examples]
     if isinstance(run.student, sharding.Sharded):
