@@ -386,6 +386,43 @@ class RunConfig(Section):
     progress: bool = Field(True, description="Show the rich progress display (only on a terminal).")
 
 
+class ParallelConfig(Section):
+    """How several processes (torchrun) split the work; see docs/architecture.md and the README."""
+
+    strategy: Literal["replicate", "fsdp"] = Field(
+        "replicate",
+        description="replicate: every process holds the whole student and optimizer state (gradients "
+        "summed once per update). fsdp: FSDP2 fully_shard per decoder layer and at the root, so "
+        "parameters, gradients and optimizer state are split over the processes (models that do not "
+        "fit one device). Ignored in a single process.",
+    )
+    param_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="fsdp: dtype parameters are all-gathered and computed in (sampling, the frozen "
+        "models and the training forward alike); auto: bfloat16 on CUDA, float32 on CPU.",
+    )
+    reduce_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="fsdp: dtype gradients are reduce-scattered in (float32 recommended)."
+    )
+    cpu_offload: bool = Field(
+        False,
+        description="fsdp on CUDA: keep the sharded parameters, gradients and optimizer state in CPU "
+        "memory (copied to the GPU per layer; the optimizer steps on the CPU): fits larger models "
+        "for slower steps. No effect on CPU runs.",
+    )
+    shard_frozen: bool = Field(
+        True,
+        description="fsdp: shard the local teacher and the reference model the same way (else each "
+        "process holds them whole).",
+    )
+    timeout_minutes: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait in one collective before a process gives up (a hang, not a failure: "
+        "an exception on any process stops every process within seconds).",
+    )
+
+
 class TrainConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="Student and reference models.")
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset, prompts and batching.")
@@ -394,6 +431,9 @@ class TrainConfig(Section):
     loss: LossConfig = Field(default_factory=LossConfig, description="Method and objective knobs.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and LR schedule.")
     run: RunConfig = Field(default_factory=RunConfig, description="Steps, checkpoints, device, logging.")
+    parallel: ParallelConfig = Field(
+        default_factory=ParallelConfig, description="Multi-process training: replicas or FSDP2 sharding."
+    )
 
     @property
     def terms(self) -> Terms:
@@ -420,6 +460,12 @@ class TrainConfig(Section):
             raise Rule(
                 "rollout.backend is server but rollout.url is not set",
                 "set rollout.url to the server's base URL, e.g. http://127.0.0.1:8000/v1",
+            )
+        if self.rollout.backend == "server" and self.parallel.strategy == "fsdp":
+            # the weight push reads whole tensors on rank 0; sharded ones need a gather on every rank
+            raise Rule(
+                "rollout.backend server does not push weights from a sharded student yet",
+                "set parallel.strategy to replicate, or rollout.backend to local",
             )
         return self
 

@@ -5,6 +5,10 @@ give: "hidden" (final-norm hidden states + lm_head, for exact chunked KL: estima
 kd), "logp" (log π_T of the sampled tokens: estimator `sampled`, advantage-level dGRPO, and the
 KL metric) and "topk" (its K likeliest tokens per position: estimator `topk`). A remote server
 (`dgrpo.remote.teacher`) returns log-probs only, so it cannot give "hidden".
+
+Under parallel.strategy fsdp a local teacher is sharded like the student (`dgrpo.sharding`;
+parallel.shard_frozen): its layers are gathered one at a time while it scores, and only its
+lm_head is kept whole (the "hidden" signal's KL needs it during the student's forward).
 """
 
 from collections.abc import Callable
@@ -14,6 +18,7 @@ from typing import Protocol
 
 import torch
 
+from dgrpo import sharding
 from dgrpo.config import TrainConfig
 from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight, topk_logprobs
 from dgrpo.models import check_compatible, freeze, load_model, load_tokenizer
@@ -58,7 +63,8 @@ class Teacher(Protocol):
 
 
 class LocalTeacher:
-    """A local causal LM; the shared prompt runs once per group (`group_forward`)."""
+    """A local causal LM (or its sharded root, `dgrpo.sharding`); the shared prompt runs once
+    per group (`group_forward`)."""
 
     signals = frozenset({"hidden", "logp", "topk"})
 
@@ -69,20 +75,39 @@ class LocalTeacher:
         chunk_size: int,
         autocast: Callable[[], AbstractContextManager] = nullcontext,
     ):
-        self.model, self.top_k, self.chunk_size, self.autocast = freeze(model), top_k, chunk_size, autocast
+        freeze(sharding.inner(model))
+        self.model, self.top_k, self.chunk_size, self.autocast = model, top_k, chunk_size, autocast
+        self._head: torch.Tensor | None = None
 
     def score(self, prompt_ids, completion_ids, mask, need, temperature) -> TeacherSignals:
-        with self.autocast():
-            hidden = group_forward(self.model, prompt_ids, completion_ids, mask, with_grad=False)
-        weight = lm_head_weight(self.model)
-        out = TeacherSignals()
+        with torch.no_grad():
+            out = sharding.call(
+                self.model, self._signals, prompt_ids, completion_ids, mask, need, temperature
+            )
         if "hidden" in need:
-            out.hidden, out.weight = hidden, weight
+            out["weight"] = self.head()
+        return TeacherSignals(**out)
+
+    def head(self) -> torch.Tensor:
+        """The lm_head the "hidden" signal hands to the student's KL, whole on every process
+        (gathered once when sharded: every process asks at the same call, so in lockstep)."""
+        if self._head is None:
+            self._head = sharding.full_tensor(lm_head_weight(sharding.inner(self.model)).detach())
+        return self._head
+
+    def _signals(self, model, prompt_ids, completion_ids, mask, need, temperature) -> dict:
+        """The signals as a dict of tensors (what a sharded root's forward may return)."""
+        with self.autocast():
+            hidden = group_forward(model, prompt_ids, completion_ids, mask, with_grad=False)
+        weight, out = lm_head_weight(model), {}
+        if "hidden" in need:
+            out["hidden"] = hidden
         if "logp" in need:
-            with torch.no_grad():
-                out.logp = completion_logprobs(hidden, weight, completion_ids, temperature, self.chunk_size)
+            out["logp"] = completion_logprobs(hidden, weight, completion_ids, temperature, self.chunk_size)
         if "topk" in need:
-            out.topk_logp, out.topk_ids = topk_logprobs(hidden, weight, self.top_k, 1.0, self.chunk_size)
+            out["topk_logp"], out["topk_ids"] = topk_logprobs(
+                hidden, weight, self.top_k, 1.0, self.chunk_size
+            )
         return out
 
 
@@ -102,4 +127,12 @@ def load_teacher(
         return RemoteTeacher.connect(cfg.teacher, tokenizer, student.get_output_embeddings().weight.shape[0])
     model = load_model(cfg.teacher.model, seed=cfg.run.seed + 1, dtype=cfg.model.dtype).to(device)
     check_compatible(tokenizer, load_tokenizer(cfg.teacher.model), student, model, role="teacher")
-    return LocalTeacher(model, cfg.teacher.top_k, cfg.loss.chunk_size, autocast)
+    return LocalTeacher(frozen_model(model, cfg, device), cfg.teacher.top_k, cfg.loss.chunk_size, autocast)
+
+
+def frozen_model(model: torch.nn.Module, cfg: TrainConfig, device) -> torch.nn.Module:
+    """A frozen teacher or reference: sharded under fsdp with parallel.shard_frozen, else whole."""
+    model = freeze(model)
+    if sharding.enabled(cfg.parallel) and cfg.parallel.shard_frozen:
+        return sharding.shard(model, cfg.parallel, device)
+    return model
