@@ -94,6 +94,20 @@ def plan_worlds(cfg: BuildConfig) -> list[WorldJob]:
     return jobs
 
 
+def shard_jobs(jobs: list[WorldJob], shard: tuple[int, int] | None) -> list[WorldJob]:
+    """The jobs of shard (K, N): every N-th world from the K-th, so each shard gets a mix of
+    splits, languages and lengths and the N shards partition the plan; None keeps them all."""
+    if shard is None:
+        return jobs
+    k, n = shard
+    return [job for job in jobs if job.index % n == k - 1]
+
+
+def jobs_to_build(cfg: BuildConfig) -> list[WorldJob]:
+    """The planned worlds this run builds: all of them, or those of `cfg.shard`."""
+    return shard_jobs(plan_worlds(cfg), cfg.shard)
+
+
 @cache
 def _counter(tokenizer: str | None) -> TokenCounter:
     return load_counter(tokenizer)  # one per process: workers build their own
@@ -206,8 +220,8 @@ def _run(args: tuple[WorldJob, BuildConfig]) -> tuple[World, list[dict]]:
 
 def generate(cfg: BuildConfig) -> Iterator[tuple[WorldJob, World, list[dict]]]:
     """Yield (job, world, rows) in plan order, using `cfg.workers` processes."""
-    jobs = plan_worlds(cfg)
-    if cfg.workers == 1 or len(jobs) == 1:
+    jobs = jobs_to_build(cfg)
+    if cfg.workers == 1 or len(jobs) <= 1:
         for job in jobs:
             yield job, *generate_world(job, cfg)
         return
