@@ -2,7 +2,11 @@
 
 import hashlib
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,3 +197,16 @@ def test_merge_into_a_non_empty_out_is_exit_2(capsys, tmp_path, runs):
     code, err = _merge(capsys, out, *shards)
     assert code == 2 and err.count("\n") == 1 and "exists and is not empty" in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_the_readme_shell_loop_runs_as_written(tmp_path):
+    """The README's shell loop, with small FLAGS, through the installed `longblocks` script."""
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    (loop,) = [
+        block for block in re.findall(r"^```bash\n(.*?)^```", text, re.M | re.S) if "for k in" in block
+    ]
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLAGS": " ".join(FLAGS)}
+    subprocess.run(["bash", "-euc", loop], cwd=tmp_path, env=env, check=True, capture_output=True)
+    meta = json.loads((tmp_path / "data" / "lb32k" / "generation.json").read_text())
+    assert BuildConfig(**meta["config"]) == _config() and sum(meta["summary"]["examples"].values()) == 12
