@@ -43,6 +43,9 @@ class WorldJob:
     lengths: tuple[int, ...]
     tasks: tuple[str, ...]  # task of each example, aligned with `lengths`
 
+    def row_id(self, j: int) -> str:
+        return f"{self.world_id}-{self.tasks[j]}-{j:03d}"
+
 
 def split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
     """Examples per split; every split with a positive share gets at least one when n >= 3."""
@@ -180,7 +183,7 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
     if verification["kind"] == "cited":
         verification["citations"] = sorted({r["doc_id"] for r in refs})
     return Row(
-        id=f"{job.world_id}-{task.name}-{j:03d}",
+        id=job.row_id(j),
         document=context.document,
         source=SOURCE,
         language=language,

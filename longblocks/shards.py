@@ -3,7 +3,8 @@
 A shard is a fixed subset of the planned worlds (`build.shard_jobs`), so shards can run
 anywhere, in any order, under any scheduler. Layout of a shard directory:
 
-    shard.json          format, package version, K/N, the recorded config, its world ids
+    shard.json          format, package version, K/N, the recorded config, its world ids,
+                        the sha256 of every other file
     rows.jsonl          its rows in plan order, one JSON object a line
     worlds/<id>.json    its worlds (the same writer as a dataset's)
 
@@ -12,6 +13,7 @@ worlds and rows back in plan order and writes them with `io.save`: the result is
 one unsharded `generate` would have written, byte for byte.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,25 +38,28 @@ class Shard:
     version: str
     config: dict
     world_ids: list[str]
+    sha256: dict[str, str]  # file name in the shard -> digest of its bytes
 
 
 def save_shard(
     rows: dict[str, list[dict]], worlds: list[World], cfg: BuildConfig, out: Path, overwrite: bool
-):
+) -> None:
     """Write one shard (`cfg.shard`) atomically to `out`."""
-    k, n = cfg.shard
     with io.staged(out, overwrite) as tmp:
         with (tmp / ROWS).open("w", encoding="utf-8") as f:
             for split in SPLITS:
                 for row in rows[split]:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
         io.write_worlds(worlds, tmp / "worlds")
+        files = [ROWS, *(f"worlds/{world.id}.json" for world in worlds)]
         manifest = {
             "format": FORMAT,
             "version": __version__,
-            "shard": [k, n],
+            "shard": list(cfg.shard),
             "config": cfg.recorded(),
             "worlds": [world.id for world in worlds],
+            # A shard travels between machines: merge refuses a truncated or altered copy.
+            "sha256": {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in files},
         }
         io.write_json(manifest, tmp / MANIFEST)
 
@@ -87,7 +92,7 @@ def read_manifest(folder: Path) -> Shard:
         if meta["format"] != FORMAT:
             raise ValueError
         k, n = meta["shard"]
-        return Shard(folder, k, n, meta["version"], meta["config"], meta["worlds"])
+        return Shard(folder, k, n, meta["version"], meta["config"], meta["worlds"], meta["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(
             f"{folder} is not a longblocks shard (no readable {MANIFEST})",
@@ -135,33 +140,36 @@ def check_complete(shards: list[Shard]) -> BuildConfig:
 
 
 def read_contents(shard: Shard, jobs: list[WorldJob]) -> dict[str, tuple[World, list[dict]]]:
-    """world id -> (world, rows) of one shard, checked against the jobs the plan gives it."""
+    """world id -> (world, rows) of one shard, checked against its manifest and its plan."""
     expected = [job.world_id for job in jobs]
     if shard.world_ids != expected:
         raise UserError(
-            f"{shard.folder} holds worlds {shard.world_ids[:3]}..., its plan {expected[:3]}...",
-            "regenerate this shard; it is not from this config",
+            f"{shard.folder} holds other worlds than shard {shard.k}/{shard.n} of its config plans",
+            "regenerate this shard",
         )
-    try:
-        rows: dict[str, list[dict]] = {world_id: [] for world_id in expected}
-        with (shard.folder / ROWS).open(encoding="utf-8") as f:
-            for line in f:
-                row = json.loads(line)
-                rows[row["world_id"]].append(row)
-        worlds = {
-            job.world_id: World.model_validate_json(
-                (shard.folder / "worlds" / f"{job.world_id}.json").read_bytes()
-            )
-            for job in jobs
-        }
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"{shard.folder} is damaged ({error})", "regenerate this shard") from None
+    rows: dict[str, list[dict]] = {world_id: [] for world_id in expected}
+    for line in _verified(shard, ROWS).splitlines():
+        row = json.loads(line)
+        rows.setdefault(row["world_id"], []).append(row)
     for job in jobs:
-        if [row["id"] for row in rows[job.world_id]] != [
-            f"{job.world_id}-{task}-{j:03d}" for j, task in enumerate(job.tasks)
-        ]:
+        if [row["id"] for row in rows[job.world_id]] != [job.row_id(j) for j in range(len(job.tasks))]:
             raise UserError(
-                f"{shard.folder} is incomplete: rows of {job.world_id} differ from its plan",
+                f"{shard.folder} is damaged: the rows of {job.world_id} are not the planned ones",
                 "regenerate this shard",
             )
-    return {world_id: (worlds[world_id], rows[world_id]) for world_id in expected}
+    return {
+        world_id: (World.model_validate_json(_verified(shard, f"worlds/{world_id}.json")), rows[world_id])
+        for world_id in expected
+    }
+
+
+def _verified(shard: Shard, name: str) -> bytes:
+    """The bytes of one shard file, if they are the bytes its manifest recorded."""
+    try:
+        data = (shard.folder / name).read_bytes()
+    except OSError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != shard.sha256.get(name):
+        what = "is missing" if data is None else "differs from its manifest"
+        raise UserError(f"{shard.folder} is damaged: {name} {what}", "copy or regenerate this shard")
+    return data

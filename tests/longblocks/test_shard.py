@@ -29,12 +29,6 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-def _generate(capsys, out: Path, *extra: str) -> Path:
-    code = main(["generate", *FLAGS, *extra, "--out", str(out)])
-    assert code == 0, capsys.readouterr().err
-    return out
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The unsharded dataset and the N shard folders of the same command (shard 2 with 2 workers)."""
@@ -179,11 +173,16 @@ def test_a_damaged_shard_is_exit_2(capsys, tmp_path, runs):
     _, shards = runs
     cut = tmp_path / "cut"
     shutil.copytree(shards[0], cut)
-    lines = (cut / "rows.jsonl").read_text().splitlines(keepends=True)
-    (cut / "rows.jsonl").write_text("".join(lines[:-1]))
+    rows = (cut / "rows.jsonl").read_text()
     out = tmp_path / "merged"
+    (cut / "rows.jsonl").write_text("".join(rows.splitlines(keepends=True)[:-1]))  # a truncated copy
     code, err = _merge(capsys, out, cut, *shards[1:])
-    _assert_one_line_exit_2(code, err, "is incomplete", out)
+    _assert_one_line_exit_2(code, err, "is damaged: rows.jsonl differs from its manifest", out)
+    (cut / "rows.jsonl").write_text(rows)
+    world = sorted((cut / "worlds").glob("*.json"))[0]
+    world.unlink()
+    code, err = _merge(capsys, out, cut, *shards[1:])
+    _assert_one_line_exit_2(code, err, f"is damaged: worlds/{world.name} is missing", out)
     (cut / "shard.json").unlink()
     code, err = _merge(capsys, out, cut, *shards[1:])
     _assert_one_line_exit_2(code, err, "is not a longblocks shard", out)
