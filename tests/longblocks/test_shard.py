@@ -1,6 +1,5 @@
 """`generate --shard K/N` + `merge`: the merged dataset is the unsharded one, byte for byte."""
 
-import hashlib
 import json
 import os
 import re
@@ -14,19 +13,12 @@ import pytest
 from longblocks.build import plan_worlds, shard_jobs
 from longblocks.cli import main
 from longblocks.config import BuildConfig
+from tests.file_digests import file_digests
 
 # 12 examples, 3 a world: 6 worlds over the three splits, two task families, two languages.
 FLAGS = ["--task", "all", "--mix", "multihop=0.5,grounding=0.5", "--language", "en,de"]
 FLAGS += ["--length", "1k", "--num-examples", "12", "--examples-per-world", "3", "--seed", "7"]
 N = 3
-
-
-def _digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def test_merged_shards_equal_the_unsharded_dataset_byte_for_byte(capsys, tmp_pat
     merged = tmp_path / "merged"
     code, err = _merge(capsys, merged, *reversed(shards))  # any order
     assert code == 0, err
-    expected, got = _digest(whole), _digest(merged)
+    expected, got = file_digests(whole), file_digests(merged)
     # Every kind of output file takes part: parquet, load_from_disk, worlds, config, card, plots.
     assert {"generation.json", "README.md", "assets/length_hist.png", "assets/depth_hist.png"} <= set(got)
     assert sum(name.startswith("worlds/") for name in got) == len(plan_worlds(_config()))
@@ -81,7 +73,7 @@ def test_an_empty_shard_merges(capsys, tmp_path):
     assert shard2["worlds"] == [] and (tmp_path / "s2" / "rows.jsonl").read_text() == ""
     code, err = _merge(capsys, tmp_path / "merged", tmp_path / "s1", tmp_path / "s2")
     assert code == 0, err
-    assert _digest(tmp_path / "merged") == _digest(tmp_path / "whole")
+    assert file_digests(tmp_path / "merged") == file_digests(tmp_path / "whole")
 
 
 def _config() -> BuildConfig:
