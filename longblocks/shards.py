@@ -20,7 +20,7 @@ from pathlib import Path
 
 from longblocks import __version__, io
 from longblocks.build import SPLITS, WorldJob, plan_worlds, shard_jobs
-from longblocks.config import BuildConfig
+from longblocks.config import BuildConfig, make_config
 from longblocks.errors import UserError
 from longblocks.world.schema import World
 
@@ -92,6 +92,8 @@ def read_manifest(folder: Path) -> Shard:
         if meta["format"] != FORMAT:
             raise ValueError
         k, n = meta["shard"]
+        if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
+            raise ValueError
         return Shard(folder, k, n, meta["version"], meta["config"], meta["worlds"], meta["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(
@@ -136,7 +138,7 @@ def check_complete(shards: list[Shard]) -> BuildConfig:
     if missing:
         names = ", ".join(f"{k}/{first.n}" for k in missing)
         raise UserError(f"missing shard {names}", "run `longblocks generate --shard` for it and merge all N")
-    return BuildConfig(**first.config)
+    return make_config(**first.config)
 
 
 def read_contents(shard: Shard, jobs: list[WorldJob]) -> dict[str, tuple[World, list[dict]]]:
@@ -150,7 +152,7 @@ def read_contents(shard: Shard, jobs: list[WorldJob]) -> dict[str, tuple[World, 
     rows: dict[str, list[dict]] = {world_id: [] for world_id in expected}
     for line in _verified(shard, ROWS).splitlines():
         row = json.loads(line)
-        rows.setdefault(row["world_id"], []).append(row)
+        rows[row["world_id"]].append(row)
     for job in jobs:
         if [row["id"] for row in rows[job.world_id]] != [job.row_id(j) for j in range(len(job.tasks))]:
             raise UserError(
