@@ -27,7 +27,8 @@ class Toy:
     tmp: Path
 
     def run(self, name: str, method: str, teacher: Path | None = None, **sections) -> Path:
-        return train(make_config(run_values(self.data, self.student, self.tmp / name, method, teacher, **sections)))
+        values = run_values(self.data, self.student, self.tmp / name, method, teacher, **sections)
+        return train(make_config(values))
 
 
 def sft(data: Path, student: Path, out: Path, steps: int) -> Path:

@@ -70,7 +70,9 @@ def make_model(out_dir: Path, tokenizer, seed: int) -> Path:
     return out_dir
 
 
-def run_values(data_dir: Path, student: Path, out: Path, method: str, teacher: Path | None = None, **sections):
+def run_values(
+    data_dir: Path, student: Path, out: Path, method: str, teacher: Path | None = None, **sections
+):  # noqa: E501
     """A short single-threaded run on the toy task: one-token completions scored as they are."""
     values = {
         "model": {"student": str(student), "gradient_checkpointing": False},
