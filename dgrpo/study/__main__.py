@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_study_config(args.config)
         study = run_study(cfg)
-        line = write_report(cfg, study, time.perf_counter() - start)
+        line = write_report(cfg, study, time.perf_counter() - start, args.config)
     except UserError as error:
         print(f"dgrpo.study: error: {error}", file=sys.stderr)
         return 2

@@ -37,6 +37,16 @@ class DataSpec(Section):
     workers: int = Field(2, ge=1, description="`longblocks generate --workers`.")
 
 
+class RetentionSpec(Section):
+    length: str | None = Field(
+        None,
+        description="Prompt length of a short-context probe set (same task, its own worlds), scored "
+        "for student0 and every run: ability kept or lost. None skips it (the study trains at the "
+        "shortest length the generator sizes); e.g. 1k when data.length is 32k.",
+    )
+    num_examples: int = Field(100, ge=10, description="Examples generated for the probe (all splits used).")
+
+
 class ModelSpec(Section):
     path: str | None = Field(None, description="A local HF model directory; None builds one from `arch`.")
     arch: dict[str, int] = Field(
@@ -96,6 +106,7 @@ class StudyConfig(Section):
         description="Student: a short sft warm start so that grpo sees non-zero rewards.",
     )
     compare: MethodsSpec = Field(default_factory=MethodsSpec, description="The method comparison.")
+    retention: RetentionSpec = Field(default_factory=RetentionSpec, description="Short-context probe.")
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

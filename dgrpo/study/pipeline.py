@@ -58,6 +58,15 @@ def study_data(cfg: StudyConfig, root: Path, tokenizer: Path) -> Path:
                     "--tokenizer", str(tokenizer), "--seed", "0")  # fmt: skip
 
 
+def retention_data(cfg: StudyConfig, root: Path, tokenizer: Path) -> Path | None:
+    spec, length = cfg.data, cfg.retention.length
+    if length is None:
+        return None
+    return generate(root / "retention", "--task", spec.task, "--hops", spec.hops, "--length", length,
+                    "--num-examples", str(cfg.retention.num_examples), "--workers", str(spec.workers),
+                    "--tokenizer", str(tokenizer), "--seed", "1")  # fmt: skip
+
+
 def initial_model(spec: ModelSpec, out: Path, tokenizer: Path, seed: int) -> str:
     if spec.path:
         return spec.path
@@ -88,9 +97,9 @@ def run_values(
     }  # fmt: skip
 
 
-def train_and_eval(values: dict, data_path: str) -> dict:
-    """Train one run (unless finished), then greedy evaluation on the held-out splits; a worker
-    process's job, so it takes plain values."""
+def train_and_eval(values: dict, retention: str | None = None) -> dict:
+    """Train one run (unless finished), then greedy evaluation on the held-out splits (and on the
+    retention probe set); a worker process's job, so it takes plain values."""
     from dgrpo.checkpoint import latest
     from dgrpo.trainer import train
 
@@ -98,29 +107,38 @@ def train_and_eval(values: dict, data_path: str) -> dict:
     out = Path(cfg.run.out_dir)
     if latest(out) is None:
         train(cfg)
-    return held_out_eval(values, str(out), out / "eval")
+    return evaluations(values, str(out), retention)
 
 
-def held_out_eval(values: dict, checkpoint: str, out: Path) -> dict:
-    """Greedy evaluation records on validation + test (cached as eval/records.json)."""
+def evaluations(values: dict, checkpoint: str, retention: str | None) -> dict:
+    """{"records": held-out records, "retention": probe records or None} of one checkpoint."""
+    out = Path(checkpoint)
+    probe = None
+    if retention is not None:
+        probe_values = {**values, "data": {**values["data"], "path": retention}}
+        probe = held_out_eval(probe_values, checkpoint, out / "eval-retention", ("train", *HELD_OUT))
+    return {"records": held_out_eval(values, checkpoint, out / "eval", HELD_OUT), "retention": probe}
+
+
+def held_out_eval(values: dict, checkpoint: str, out: Path, splits: tuple[str, ...]) -> list[dict]:
+    """Greedy evaluation records on `splits` (cached as records.json in `out`)."""
     cache = out / "records.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
+        return json.loads(cache.read_text())["records"]
     cfg = make_config(values)
     records = []
-    for split in HELD_OUT:
+    for split in splits:
         evaluate(cfg, checkpoint, split, out)
         lines = (out / f"{split}-completions.jsonl").read_text(encoding="utf-8").splitlines()
         records += [json.loads(line) for line in lines]
-    result = {"records": records}
-    cache.write_text(json.dumps(result))
-    return result
+    cache.write_text(json.dumps({"records": records}))
+    return records
 
 
-def sft_stage(cfg: StudyConfig, spec: ModelSpec, data: Path, out: Path, init: str, seed: int) -> str:
+def sft_stage(cfg: StudyConfig, spec: ModelSpec, data: Path, out: Path, init: str, seed: int) -> dict:
+    """sft on the references (the teacher, or the student's warm start) and its evaluations."""
     values = run_values(cfg, data, out, init, "sft", seed, spec.steps, spec.lr, spec.batch_size)
-    train_and_eval(values, str(data))
-    return str(out)
+    return train_and_eval(values)
 
 
 def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teacher: str) -> dict:
@@ -139,13 +157,13 @@ def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teac
     return jobs
 
 
-def run_all(jobs: dict, data: Path, workers: int) -> dict:
-    """Every job's evaluation, `workers` runs at a time (spawned: no forked OpenMP state)."""
+def run_all(jobs: dict, retention: str | None, workers: int) -> dict:
+    """Every job's evaluations, `workers` runs at a time (spawned: no forked OpenMP state)."""
     if workers == 1:
-        return {key: train_and_eval(values, str(data)) for key, values in jobs.items()}
+        return {key: train_and_eval(values, retention) for key, values in jobs.items()}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {key: pool.submit(train_and_eval, values, str(data)) for key, values in jobs.items()}
+        futures = {key: pool.submit(train_and_eval, values, retention) for key, values in jobs.items()}
         return {key: future.result() for key, future in futures.items()}
 
 
@@ -155,21 +173,22 @@ def run_study(cfg: StudyConfig) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer_dir(cfg, root)
     data = study_data(cfg, root, tokenizer)
+    probe = retention_data(cfg, root, tokenizer)
+    probe = None if probe is None else str(probe)
     log.info("data ready: %s", data)
     teacher_init = initial_model(cfg.teacher, root / "teacher-init", tokenizer, seed=1)
     student_init = initial_model(cfg.student, root / "student-init", tokenizer, seed=0)
     teacher = sft_stage(cfg, cfg.teacher, data, root / "teacher", teacher_init, seed=1)
     log.info("teacher trained")
     student0 = sft_stage(cfg, cfg.student, data, root / "student0", student_init, seed=0)
-    jobs = comparison_jobs(cfg, data, root, student0, teacher)
-    results = run_all(jobs, data, cfg.workers)
-    baseline = jobs[next(iter(jobs))]
+    jobs = comparison_jobs(cfg, data, root, str(root / "student0"), str(root / "teacher"))
+    results = run_all(jobs, probe, cfg.workers)
     return {
         "root": root,
         "tokenizer": tokenizer,
         "teacher_init": teacher_init,
         "student_init": student_init,
-        "teacher": held_out_eval(baseline, teacher, Path(teacher) / "eval"),
-        "student0": held_out_eval(baseline, student0, Path(student0) / "eval"),
+        "teacher": teacher,
+        "student0": student0,
         "runs": {key: (Path(values["run"]["out_dir"]), results[key]) for key, values in jobs.items()},
     }

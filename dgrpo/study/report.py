@@ -22,16 +22,20 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def method_table(runs: dict, methods: list[str]) -> dict[str, dict]:
-    """method -> {accuracy: (mean, sd), reward: (mean, sd), seeds: [...]}, over seeds."""
+def method_table(runs: dict, methods: list[str], key: str = "records") -> dict[str, dict]:
+    """method -> {accuracy: (mean, sd), reward: (mean, sd), per_seed: [...]} over seeds, on the
+    held-out records (key "records") or the retention probe's ("retention")."""
     table = {}
     for method in methods:
-        cells = [overall(result) for (m, _), (_, result) in runs.items() if m == method]
+        cells = [
+            summarize(res[key])["overall"] for (m, _), (_, res) in runs.items() if m == method and res[key]
+        ]
+        if not cells:
+            continue
         table[method] = {
             "accuracy": mean_sd([c["accuracy"] for c in cells]),
             "reward": mean_sd([c["reward"] for c in cells]),
             "per_seed": [round(c["accuracy"], 3) for c in cells],
-            "n": cells[0]["n"],
         }
     return table
 
@@ -63,14 +67,15 @@ def plot_curves(series: dict[str, list[float]], ylabel: str, path: Path, smooth:
         window = [statistics.fmean(values[max(0, i - smooth + 1) : i + 1]) for i in range(len(values))]
         ax.plot(range(1, len(values) + 1), window, label=method)
     ax.set_xlabel("step")
-    ax.set_ylabel(f"{ylabel} (mean over seeds, {smooth}-step moving average)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel}: mean over seeds, {smooth}-step moving average", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def write_report(cfg: StudyConfig, study: dict, seconds: float) -> str:
+def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str) -> str:
     """Write results.md and PNGs into cfg.report_dir; returns the one-line summary."""
     report_dir = Path(cfg.report_dir)
     figures = report_dir / "results"
@@ -84,6 +89,11 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float) -> str:
         grid = summarize(records)["by_length_depth"]
         plot_heatmap(grid, figures / f"heatmap-{method}.png", title=f"{method}: held-out accuracy")
     teacher, student0 = overall(study["teacher"]), overall(study["student0"])
+    retention = method_table(study["runs"], methods, "retention")
+    if study["student0"]["retention"]:
+        retention["student0"] = {
+            "accuracy": (summarize(study["student0"]["retention"])["overall"]["accuracy"], 0.0)
+        }
     sizes = {
         role: parameter_counts(Path(path))
         for role, path in (("teacher", study["teacher_init"]), ("student", study["student_init"]))
@@ -91,7 +101,7 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float) -> str:
     }
     text = jinja2.Template(TEMPLATE.read_text(encoding="utf-8"), undefined=jinja2.StrictUndefined).render(
         cfg=cfg, table=table, teacher=teacher, student0=student0, sizes=sizes, minutes=seconds / 60,
-        methods=methods,
+        methods=methods, retention=retention, config_path=config_path,
     )  # fmt: skip
     (report_dir / "results.md").write_text(text, encoding="utf-8")
     accuracies = {m: table[m]["accuracy"][0] for m in methods}
