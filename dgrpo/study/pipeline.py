@@ -92,7 +92,8 @@ def run_values(
         "loss": {"method": method, **loss},
         "optim": {"lr": lr, "schedule": "cosine" if method == "sft" else "constant",
                   "warmup_steps": max(1, steps // 20), "micro_batch_tokens": 1 << 16},
-        "run": {"out_dir": str(out), "steps": steps, "seed": seed, "save_every": 0, "progress": False,
+        "run": {"out_dir": str(out), "steps": steps, "seed": seed, "save_every": max(1, steps // 4),
+                "progress": False,
                 "threads": cfg.threads, "device": cfg.device},
     }  # fmt: skip
 
@@ -100,13 +101,14 @@ def run_values(
 def train_and_eval(values: dict, retention: str | None = None) -> dict:
     """Train one run (unless finished), then greedy evaluation on the held-out splits (and on the
     retention probe set); a worker process's job, so it takes plain values."""
-    from dgrpo.checkpoint import latest
+    from dgrpo.checkpoint import latest, load_state
     from dgrpo.trainer import train
 
     cfg = make_config(values)
     out = Path(cfg.run.out_dir)
-    if latest(out) is None:
-        train(cfg)
+    last = latest(out)
+    if last is None or load_state(last)["step"] < cfg.run.steps:
+        train(cfg, resume=True)  # an interrupted study continues from the run's last checkpoint
     return evaluations(values, str(out), retention)
 
 
