@@ -79,18 +79,18 @@ def initial_model(spec: ModelSpec, out: Path, tokenizer: Path, seed: int) -> str
 
 def run_values(
     cfg: StudyConfig, data: Path, out: Path, student: str, method: str, seed: int,
-    steps: int, lr: float, batch_size: int, teacher: str | None = None, **loss,
+    steps: int, lr: float, batch_size: int, teacher: str | None = None, schedule: str = "constant", **loss,
 ) -> dict:  # fmt: skip
     """One `dgrpo train` config: every method of the study differs only in these arguments."""
     c = cfg.compare
     return {
         "model": {"student": student, "gradient_checkpointing": False},
         "data": {"path": str(data), "batch_size": batch_size, "max_prompt_tokens": 1 << 20,
-                 "max_response_tokens": c.max_new_tokens},
+                 "max_response_tokens": 512},
         "rollout": {"group_size": c.group_size, "max_new_tokens": c.max_new_tokens},
         "teacher": {"model": teacher},
         "loss": {"method": method, **loss},
-        "optim": {"lr": lr, "schedule": "cosine" if method == "sft" else "constant",
+        "optim": {"lr": lr, "schedule": schedule,
                   "warmup_steps": max(1, steps // 20), "micro_batch_tokens": 1 << 16},
         "run": {"out_dir": str(out), "steps": steps, "seed": seed, "save_every": max(1, steps // 4),
                 "progress": False,
@@ -139,7 +139,9 @@ def held_out_eval(values: dict, checkpoint: str, out: Path, splits: tuple[str, .
 
 def sft_stage(cfg: StudyConfig, spec: ModelSpec, data: Path, out: Path, init: str, seed: int) -> dict:
     """sft on the references (the teacher, or the student's warm start) and its evaluations."""
-    values = run_values(cfg, data, out, init, "sft", seed, spec.steps, spec.lr, spec.batch_size)
+    values = run_values(
+        cfg, data, out, init, "sft", seed, spec.steps, spec.lr, spec.batch_size, schedule="cosine"
+    )
     return train_and_eval(values)
 
 
