@@ -47,17 +47,16 @@ class RetentionSpec(Section):
     num_examples: int = Field(100, ge=10, description="Examples generated for the probe (all splits used).")
 
 
+def qwen3_arch(hidden: int, layers: int) -> dict[str, int]:
+    """Qwen3 sizes for a width and depth: MLP 3× wide, 4 query heads sharing 2 K/V heads."""
+    return dict(hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4)  # fmt: skip
+
+
 class ModelSpec(Section):
     path: str | None = Field(None, description="A local HF model directory; None builds one from `arch`.")
     arch: dict[str, int] = Field(
-        dict(
-            hidden_size=128,
-            intermediate_size=384,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=32,
-        ),  # fmt: skip
+        qwen3_arch(128, 4),
         description="Qwen3 sizes of a model built from scratch with the study tokenizer.",
     )
     steps: int = Field(200, ge=1, description="sft steps on the reference responses (teacher or warm start).")
@@ -93,14 +92,7 @@ class StudyConfig(Section):
     teacher: ModelSpec = Field(default_factory=ModelSpec, description="Teacher: sft on the references.")
     student: ModelSpec = Field(
         default_factory=lambda: ModelSpec(
-            arch=dict(
-                hidden_size=64,
-                intermediate_size=192,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                head_dim=16,
-            ),  # fmt: skip
+            arch=qwen3_arch(64, 2),
             steps=40,
         ),
         description="Student: a short sft warm start so that grpo sees non-zero rewards.",
