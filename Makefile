@@ -22,11 +22,11 @@ demo: install
 
 # The method comparison (docs/results.md and its plots); stages are cached under out/study.
 study: install
-	$(PY) -m dgrpo.study configs/study.yaml
+	$(PY) -m dgrpo.study configs/study/full.yaml
 
 # The same pipeline at the smallest scale (~10 minutes): writes out/study-quick/report/results.md.
 study-quick: install
-	$(PY) -m dgrpo.study configs/study-quick.yaml
+	$(PY) -m dgrpo.study configs/study/quick.yaml
 
 test: install
 	$(PY) -m pytest

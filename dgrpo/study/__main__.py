@@ -15,7 +15,7 @@ from dgrpo.errors import UserError
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dgrpo.study", description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="study YAML, e.g. configs/study.yaml")
+    parser.add_argument("config", help="study YAML, e.g. configs/study/full.yaml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("dgrpo.study").setLevel(logging.INFO)

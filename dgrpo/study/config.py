@@ -1,4 +1,4 @@
-"""`StudyConfig`: the comparison's scale, documented where it is declared (configs/study*.yaml)."""
+"""`StudyConfig`: the comparison's scale, documented where it is declared (configs/study/*.yaml)."""
 
 from pathlib import Path
 from typing import Literal
@@ -104,7 +104,7 @@ class StudyConfig(Section):
 def load_study_config(path: str | Path) -> StudyConfig:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"study config '{path}' not found", "pass a YAML file such as configs/study.yaml")
+        raise UserError(f"study config '{path}' not found", "pass a YAML file, e.g. configs/study/full.yaml")
     try:
         return StudyConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     except yaml.YAMLError as error:

@@ -2,6 +2,7 @@
 input with one line, and the report turns runs into the table, plots and summary line."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,9 @@ def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
     assert "| dgrpo | 0.750 ± 0.354 |" in text and "Not run: `retention.length` is unset" in text
     pngs = {p.name for p in (tmp_path / "docs" / "results").iterdir()}
     assert pngs == {"reward.png", "kl.png", "heatmap-grpo.png", "heatmap-dgrpo.png"}
+
+
+@pytest.mark.parametrize("name", ["full", "quick"])
+def test_shipped_study_configs_load(name):
+    cfg = load_study_config(Path(__file__).parents[2] / "configs" / "study" / f"{name}.yaml")
+    assert set(cfg.compare.methods) == {"sft", "kd", "grpo", "opd", "dgrpo"} and len(cfg.compare.seeds) >= 2
