@@ -137,12 +137,20 @@ def held_out_eval(values: dict, checkpoint: str, out: Path, splits: tuple[str, .
     return records
 
 
-def sft_stage(cfg: StudyConfig, spec: ModelSpec, data: Path, out: Path, init: str, seed: int) -> dict:
+def sft_stage(
+    cfg: StudyConfig,
+    spec: ModelSpec,
+    data: Path,
+    out: Path,
+    init: str,
+    seed: int,
+    retention: str | None = None,
+) -> dict:
     """sft on the references (the teacher, or the student's warm start) and its evaluations."""
     values = run_values(
         cfg, data, out, init, "sft", seed, spec.steps, spec.lr, spec.batch_size, schedule="cosine"
     )
-    return train_and_eval(values)
+    return train_and_eval(values, retention)
 
 
 def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teacher: str) -> dict:
@@ -184,7 +192,7 @@ def run_study(cfg: StudyConfig) -> dict:
     student_init = initial_model(cfg.student, root / "student-init", tokenizer, seed=0)
     teacher = sft_stage(cfg, cfg.teacher, data, root / "teacher", teacher_init, seed=1)
     log.info("teacher trained")
-    student0 = sft_stage(cfg, cfg.student, data, root / "student0", student_init, seed=0)
+    student0 = sft_stage(cfg, cfg.student, data, root / "student0", student_init, seed=0, retention=probe)
     jobs = comparison_jobs(cfg, data, root, str(root / "student0"), str(root / "teacher"))
     results = run_all(jobs, probe, cfg.workers)
     return {

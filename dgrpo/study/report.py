@@ -89,11 +89,12 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
         grid = summarize(records)["by_length_depth"]
         plot_heatmap(grid, figures / f"heatmap-{method}.png", title=f"{method}: held-out accuracy")
     teacher, student0 = overall(study["teacher"]), overall(study["student0"])
-    retention = method_table(study["runs"], methods, "retention")
-    if study["student0"]["retention"]:
-        retention["student0"] = {
-            "accuracy": (summarize(study["student0"]["retention"])["overall"]["accuracy"], 0.0)
-        }
+    retention = {}
+    if study["student0"]["retention"]:  # before, then after each method
+        before = summarize(study["student0"]["retention"])["overall"]["accuracy"]
+        retention = {"student0": {"accuracy": (before, 0.0)}} | method_table(
+            study["runs"], methods, "retention"
+        )
     sizes = {
         role: parameter_counts(Path(path))
         for role, path in (("teacher", study["teacher_init"]), ("student", study["student_init"]))
