@@ -1,6 +1,6 @@
 # Entry points: `make demo` (generate a dataset, then a dgrpo run that visibly learns the toy task
 # of dgrpo/study/toy.py and plots its reward), `make test`, `make study` (docs/results.md).
-# Each creates .venv on first use and install the project with the pinned torch.
+# Each creates .venv on first use and installs the project with the pinned torch.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= data/demo

@@ -9,6 +9,7 @@ default style (a user's matplotlibrc is ignored), a fixed size and dpi, numpy-co
 and no "Software" tag, the only metadata matplotlib writes into a PNG.
 """
 
+import hashlib
 import json
 import typing
 from collections import Counter, defaultdict
@@ -48,12 +49,17 @@ def write_card(
     plot_lengths(rows, folder / LENGTH_PLOT)
     plot_depths(rows, folder / DEPTH_PLOT)
     readme = folder / "README.md"
-    readme.write_text(render_card(rows, cfg, summary, repo_id), encoding="utf-8")
+    text = render_card(rows, cfg, summary, repo_id, fingerprint=data_fingerprint(folder))
+    readme.write_text(text, encoding="utf-8")
     return [readme, folder / LENGTH_PLOT, folder / DEPTH_PLOT]
 
 
 def render_card(
-    rows: dict[str, list[dict]], cfg: BuildConfig, summary: dict, repo_id: str | None = None
+    rows: dict[str, list[dict]],
+    cfg: BuildConfig,
+    summary: dict,
+    repo_id: str | None = None,
+    fingerprint: str = "",
 ) -> str:
     """The README.md text: YAML front matter for the Hub, then the card body."""
     all_rows = [r for split_rows in rows.values() for r in split_rows]
@@ -77,8 +83,21 @@ def render_card(
             not_on_cli=[name for name in NOT_ON_CLI if _differs_from_default(cfg, name)],
             length_plot=LENGTH_PLOT,
             depth_plot=DEPTH_PLOT,
+            fingerprint=fingerprint,
         )
     )
+
+
+def data_fingerprint(folder: Path) -> str:
+    """sha256 over the non-empty `data/*.parquet` shards (name, then bytes, in name order): the
+    same for a saved dataset and its published tree, different whenever a row differs."""
+    import pyarrow.parquet as pq
+
+    digest = hashlib.sha256()
+    for shard in sorted((Path(folder) / "data").glob("*.parquet")):
+        if pq.read_metadata(shard).num_rows:
+            digest.update(shard.name.encode() + b"\0" + shard.read_bytes())
+    return digest.hexdigest()
 
 
 def card_metadata(rows: dict[str, list[dict]]) -> dict:

@@ -16,6 +16,7 @@ from dgrpo.data import prepare
 from dgrpo.models import load_model, load_tokenizer
 from dgrpo.study.assets import save_model
 from dgrpo.study.toy import ARCH, make_dataset, make_tokenizer
+from tests.dgrpo.reference import dense_reverse_kl
 
 __all__ = ["Probe", "first_last", "make_dataset", "make_model", "make_tokenizer", "metrics", "run_values"]
 
@@ -79,10 +80,8 @@ class Probe:
 
     def kl(self, student_dir, teacher_dir, reverse: bool = True) -> float:
         """Mean exact KL at the prompt's end: reverse D(π_θ‖π_T) or forward D(π_T‖π_θ)."""
-        from dgrpo.losses import reverse_kl_full
-
         s, t = self.logits(student_dir)[:, 0], self.logits(teacher_dir)[:, 0]
-        return (reverse_kl_full(s, t) if reverse else reverse_kl_full(t, s)).mean().item()
+        return (dense_reverse_kl(s, t) if reverse else dense_reverse_kl(t, s)).mean().item()
 
 
 def metrics(run_dir) -> list[dict]:
