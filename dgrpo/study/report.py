@@ -56,6 +56,12 @@ def curves(runs: dict, methods: list[str], name: str) -> dict[str, list[float]]:
     return out
 
 
+def final_loss(run_dir: Path, last: int = 10) -> float:
+    """Mean training loss over a run's last `last` steps (how far an sft stage got)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return statistics.fmean(row["loss"] for row in rows[-last:])
+
+
 def plot_curves(series: dict[str, list[float]], ylabel: str, path: Path, smooth: int = 5) -> None:
     import matplotlib
 
@@ -103,6 +109,7 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
     text = jinja2.Template(TEMPLATE.read_text(encoding="utf-8"), undefined=jinja2.StrictUndefined).render(
         cfg=cfg, table=table, teacher=teacher, student0=student0, sizes=sizes, minutes=seconds / 60,
         methods=methods, retention=retention, config_path=config_path,
+        losses={name: final_loss(Path(study["root"]) / name) for name in ("teacher", "student0")},
     )  # fmt: skip
     (report_dir / "results.md").write_text(text, encoding="utf-8")
     accuracies = {m: table[m]["accuracy"][0] for m in methods}

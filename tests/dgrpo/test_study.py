@@ -60,7 +60,10 @@ def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
             lines = [json.dumps({"reward/mean": 0.1 * step, "kl_teacher": 1 / step}) for step in range(1, 4)]
             (run_dir / "metrics.jsonl").write_text("\n".join(lines))
             runs[method, seed] = (run_dir, {"records": [record(v) for v in values], "retention": None})
-    study = {"runs": runs, "teacher": {"records": [record(1), record(1)]},
+    for name, loss in (("teacher", 0.5), ("student0", 2.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"loss": loss}))
+    study = {"runs": runs, "root": tmp_path, "teacher": {"records": [record(1), record(1)]},
              "student0": {"records": [record(0), record(1)], "retention": None},
              "teacher_init": str(tmp_path / "none"), "student_init": str(tmp_path / "none")}  # fmt: skip
     table = method_table(runs, ["grpo", "dgrpo"])
@@ -72,6 +75,7 @@ def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
     assert line == "grpo=0.250 dgrpo=0.750 teacher=1.000 student0=0.500"
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "| dgrpo | 0.750 ± 0.354 |" in text and "Not run: `retention.length` is unset" in text
+    assert "teacher 0.50, student0 2.00" in text
     pngs = {p.name for p in (tmp_path / "docs" / "results").iterdir()}
     assert pngs == {"reward.png", "kl.png", "heatmap-grpo.png", "heatmap-dgrpo.png"}
 
