@@ -25,6 +25,7 @@ from dgrpo.losses import (
     reverse_kl_sampled,
     reverse_kl_topk,
 )
+from dgrpo.mismatch import truncated_is_weights
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Signals:
     # [N, C, K + 1] raw student logits h·W at the teacher's top-K ids, then at y_t, with gradient
     student_topk: Tensor | None = None
     teacher_topk_logp: Tensor | None = None  # [N, C, K] log π_T at τ of its K likeliest tokens
+    logp_sampler: Tensor | None = None  # [N, C] log π_sampler(y_t) reported by a rollout server
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Weights:
     temperature: float  # τ shared by sampling, π_old, π_θ and the teacher
     aggregation: str  # token | seq | constant
     constant_per_row: float  # Dr. GRPO normaliser per completion row, for aggregation=constant
+    tis_cap: float | None = None  # C of truncated importance sampling (server rollouts; dgrpo.mismatch)
 
 
 @dataclass(frozen=True)
@@ -177,8 +180,12 @@ def objective(
     reduce = partial(aggregate, mask=s.mask, mode=w.aggregation, constant=constant, total=total)
     per_token = torch.zeros_like(s.logp)
     stats: dict[str, Tensor] = {}
+    is_weight = None
+    if s.logp_sampler is not None:  # server-sampled tokens: every term is weighted by w_t
+        is_weight, stats = truncated_is_weights(_logp_old(s), s.logp_sampler, s.mask, w.tis_cap)
     for name in names:
         term, term_stats = TERMS[name].fn(s, w)
+        term = term if is_weight is None else term * is_weight
         per_token = per_token + term
         # a logged statistic: no gradient flows through the per-term reports
         stats[f"loss/{name}"] = reduce(term.detach())

@@ -12,6 +12,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from longblocks.world.aliases import with_aliases
 from longblocks.world.entities import KIND_LISTS, NameMaker, lexicon
 from longblocks.world.schema import RELATIONS, Entity, EntityType, Fact, World
 
@@ -123,6 +124,7 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
         if hosts and rng.random() < 0.9:
             add_fact("organised_by", event, rng.choice(hosts), year=event.year)
     _former_facts(rng, facts, entities, add_fact)
+    entities = with_aliases(entities, language)  # needs every name: unique in the world
     return World.trusted(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
 
 

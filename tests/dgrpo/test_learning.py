@@ -105,9 +105,13 @@ def tradeoff(toy) -> dict[str, tuple[float, float, Path]]:
     return out
 
 
-def test_lambda_pulls_towards_the_teacher_and_away_from_the_reward(tradeoff):
-    (reward_0, kl_0, _), (reward_1, kl_1, _) = tradeoff["grpo"], tradeoff["constant"]
-    assert kl_1 < 0.1 * kl_0 and reward_1 < reward_0 - 0.05
+def test_lambda_pulls_towards_the_teacher(tradeoff):
+    """λ > 0 follows the always-red teacher (expected reward 1/4, its own); grpo alone drifts
+    away from it (measured: KL 7-9 without λ, 0.02 with λ = 0.1; grpo's reward 0.25-0.35 in
+    30 steps, often collapsing onto one constant answer, the best of which also scores 1/4)."""
+    (_, kl_0, _), (reward_1, kl_1, _) = tradeoff["grpo"], tradeoff["constant"]
+    assert kl_1 < 0.1 * kl_0
+    assert reward_1 == pytest.approx(0.25, abs=0.03)
 
 
 def test_a_decaying_lambda_still_pulls_towards_the_teacher(tradeoff):
