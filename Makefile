@@ -1,5 +1,5 @@
-# Entry points: `make demo` (generate a dataset, then a dgrpo run that visibly learns the toy task
-# of dgrpo/study/toy.py and plots its reward), `make test`, `make study` (docs/results.md).
+# Entry points: `make demo` (generate a dataset and train dgrpo on it briefly, then a dgrpo run that
+# visibly learns the toy task of dgrpo/study/toy.py and plots its reward), `make test`, `make study` (docs/results.md).
 # Each creates .venv on first use and installs the project with the pinned torch.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 demo: install
 	$(VENV)/bin/longblocks generate --task multihop --length 2k --num-examples 24 --workers 2 --out $(DEMO_DIR) --overwrite
-	$(PY) -m dgrpo.study.demo $(DEMO_RUN)
+	rm -rf $(DEMO_RUN)
+	$(VENV)/bin/dgrpo train dgrpo --set data.path=$(DEMO_DIR) run.out_dir=$(DEMO_RUN)/longblocks
+	$(PY) -m dgrpo.study.demo $(DEMO_RUN)/toy
 
 # The method comparison (docs/results.md and its plots); stages are cached under out/study.
 study: install
