@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from functools import cache, cached_property
 
 from longblocks.render.env import TEMPLATES_DIR, environment
-from longblocks.world.entities import KIND_LISTS, lexicon
+from longblocks.world.entities import kind_word, lexicon
 from longblocks.world.graph import LAST_YEAR, WorldGraph
 from longblocks.world.schema import Entity, EntityType, Fact
 
@@ -179,7 +179,7 @@ class Renderer:
         # Regions are the places that lie in no other place; their kinds have their own list.
         if entity.type == "place" and not self.graph.outgoing(entity.id):
             return self.words["region_kinds"][entity.kind % len(self.words["region_kinds"])]
-        return self.words[KIND_LISTS[entity.type]][entity.kind]
+        return kind_word(self.words, entity.type, entity.kind)
 
     def document(self, entity: str) -> Document:
         """The corpus document about `entity` (no doc id yet); built once per world."""
