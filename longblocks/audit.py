@@ -34,7 +34,7 @@ MAX_FINAL_RELATION = 0.25  # share of one final relation among the chains of a s
 MIN_BUCKET = 20  # (split, length) buckets smaller than this are too noisy for the relation check
 AUDIT_FILE = "audit.json"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-_YEAR = re.compile(r"(?<!\d)(1[6-9]\d\d|20\d\d)(?!\d)")
+_YEAR = re.compile(r"(?<![\w])(1[6-9]\d\d|20\d\d)(?![\w])")
 _DOC = re.compile(r"^\[(D\d+)\] ", re.M)
 
 
@@ -181,8 +181,11 @@ def last_hop_most_mentioned(c: ChainRow, prior: Counter) -> float:
     return _argmax_credit(votes, c.answer)
 
 
-def cooccurs_with_start(c: ChainRow, prior: Counter) -> float:
-    """The candidate named in most documents that also name the start entity."""
+def cooccurs_with_start(c: ChainRow, prior: Counter) -> float | None:
+    """The candidate named in most documents that also name the start entity. Only for chains
+    of 2+ hops: at one hop the start's document naming the answer is the reading asked for."""
+    if len(c.row["verification"]["path"]) < 2:
+        return None
     start = _name_pattern(c.world.names[c.start])
     docs = [d for d in documents(c.row["document"]) if start.search(d)]
     votes = {e: sum(bool(_name_pattern(c.world.names[e]).search(d)) for d in docs) for e in c.candidates}
@@ -344,8 +347,10 @@ def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = 
         label = task if task == "multihop" else "grounding/cited"
         chance = fmean(1 / len(c.candidates) for c in chained)
         for name, baseline in CHAIN_BASELINES.items():
-            value = fmean(baseline(c, prior) for c in chained)
-            results.append(AuditResult(name, label, round(value, 4), round(chance, 4), margin, len(chained)))
+            scored = [(s, 1 / len(c.candidates)) for c in chained if (s := baseline(c, prior)) is not None]
+            if scored:
+                value, base = fmean(s for s, _ in scored), fmean(b for _, b in scored)
+                results.append(AuditResult(name, label, round(value, 4), round(base, 4), margin, len(scored)))
         few = sum(len(c.candidates) < min_candidates(c.row["length"]) for c in chained) / len(chained)
         results.append(AuditResult("too few candidates of type", label, round(few, 4), 0.0, 0.0, len(chained)))
         multi = [c for c in chained if len(c.row["verification"]["path"]) >= 2]

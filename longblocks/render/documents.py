@@ -67,6 +67,11 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def fact_year(fact: Fact) -> int:
+    """The latest year a fact states (0 if it states none): no document may predate it."""
+    return max((v for k, v in fact.attributes.items() if k in _YEARS), default=0)
+
+
 def _pick(key: str, n: int) -> int:
     """A stable choice in range(n) for a key: the same world always says a fact the same way."""
     return zlib.crc32(key.encode()) % n

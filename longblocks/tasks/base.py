@@ -28,6 +28,9 @@ class TaskInstance:
     # Task-made documents the context must hold (e.g. an older, dated record), each placed at
     # the given relative depth; their facts need not be evidence.
     pinned: list[tuple[Document, float]] = field(default_factory=list)
+    # Task-made documents that replace an entity's corpus document as the one stating its
+    # evidence (e.g. a newer record sized like an older pinned one).
+    documents: dict[str, Document] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)  # task-private data for reference()
 
 

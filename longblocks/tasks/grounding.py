@@ -12,13 +12,13 @@ Three variants, drawn per example:
 
 import random
 
-from longblocks.render.documents import Renderer, nfc, variants
+from longblocks.render.documents import Renderer, fact_year, nfc, variants
 from longblocks.render.env import render
 from longblocks.rewards import normalize
 from longblocks.tasks.base import TaskInstance, TaskParams, register
-from longblocks.tasks.multihop import near_entities, phrase_chain, sample_path
+from longblocks.tasks.multihop import near_entities, phrase_chain, sample_chain
 from longblocks.world.entities import lexicon
-from longblocks.world.graph import WorldGraph
+from longblocks.world.graph import LAST_YEAR, WorldGraph
 from longblocks.world.schema import RELATIONS
 
 MAX_ATTEMPTS = 500
@@ -45,15 +45,16 @@ class Grounding:
             variant = "cited"
         sampler = {"cited": self._cited, "abstain": self._abstain, "conflict": self._conflict}[variant]
         for _ in range(MAX_ATTEMPTS):
-            instance = sampler(renderer, rng)
+            instance = sampler(renderer, rng, params.length)
             if instance is not None:
                 return instance
         raise RuntimeError(f"no well-posed grounding/{variant} question in world {renderer.graph.world.id}")
 
-    def _chain(self, renderer: Renderer, rng: random.Random, hops: int):
-        """A path whose chain reaches one entity, phrased as a question that does not name it."""
+    def _chain(self, renderer: Renderer, rng: random.Random, hops: int, length: int):
+        """A path whose chain reaches one entity, phrased as a question that does not name it;
+        at 2 hops no fact (so no sentence) may name both the start and the answer."""
         graph = renderer.graph
-        walk = sample_path(graph, rng, hops)
+        walk = sample_chain(graph, rng, hops, length)
         if walk is None:
             return None
         entities, facts = walk
@@ -61,13 +62,15 @@ class Grounding:
         start, answer = graph.entities[entities[0]], graph.entities[entities[-1]]
         if graph.follow(start.id, relations) != {answer.id}:
             return None
+        if hops > 1 and graph.linked(start.id, answer.id):
+            return None
         question, chain = _question(renderer.language, "multihop", start.name, relations, answer.type, rng)
         if normalize(answer.name) in normalize(question):
             return None
         return entities, facts, question, chain
 
-    def _cited(self, renderer: Renderer, rng: random.Random) -> TaskInstance | None:
-        found = self._chain(renderer, rng, rng.choice((1, 2)))
+    def _cited(self, renderer: Renderer, rng: random.Random, length: int) -> TaskInstance | None:
+        found = self._chain(renderer, rng, rng.choice((1, 2)), length)
         if found is None:
             return None
         entities, facts, question, chain = found
@@ -77,27 +80,39 @@ class Grounding:
             answer=answer.name,
             aliases=list(answer.aliases),
             evidence=facts,
-            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng),
+            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng, length),
             verification=_verification("cited", "cited", facts, entities),
             notes={"chain": chain},
         )
 
-    def _abstain(self, renderer: Renderer, rng: random.Random) -> TaskInstance | None:
-        found = self._chain(renderer, rng, rng.choice((1, 2)))
+    def _abstain(self, renderer: Renderer, rng: random.Random, length: int) -> TaskInstance | None:
+        found = self._chain(renderer, rng, rng.choice((1, 2)), length)
         if found is None:
             return None
         entities, facts, question, chain = found
+        # The asked entity keeps its document, minus the removed fact, as answerable rows keep
+        # theirs: "no document about it" must not give the abstention away.
+        asked, removed, kept = entities[-2], facts[-1], facts[:-1]
+        pinned = []
+        if asked not in {f.head for f in kept}:
+            doc = renderer.document(asked)
+            gone = {removed.id} | {f.id for f in kept}
+            doc = doc.with_facts([i for i, f in enumerate(doc.facts) if f not in gone])
+            if not doc.facts:
+                return None
+            pinned.append((doc, rng.random()))
         return TaskInstance(
             question=question,
             answer=lexicon(renderer.language)["abstain"],
-            evidence=facts[:-1],  # the hops still stated: near misses around the gap
-            excluded={facts[-1].id},
-            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng),
+            evidence=kept,  # the hops still stated: near misses around the gap
+            excluded={removed.id},
+            pinned=pinned,
+            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng, length),
             verification=_verification("abstain", "abstain", facts, entities),
             notes={"chain": chain},
         )
 
-    def _conflict(self, renderer: Renderer, rng: random.Random) -> TaskInstance | None:
+    def _conflict(self, renderer: Renderer, rng: random.Random, length: int) -> TaskInstance | None:
         graph = renderer.graph
         heads = sorted(graph.former)
         if not heads:
@@ -119,15 +134,15 @@ class Grounding:
         )
         if normalize(answer.name) in normalize(question):
             return None
-        stale_year = rng.randint(old.attributes["since"], old.attributes["until"] - 1)
-        stale = renderer.dated_document(head, [old], stale_year, key=f"{graph.world.seed}:stale:{old.id}")
+        stale, current = _record_pair(renderer, old, new, rng)
         return TaskInstance(
             question=question,
             answer=answer.name,
             aliases=list(answer.aliases),
             evidence=[new],
             pinned=[(stale, rng.random())],
-            near=near_entities(graph, [head, new.tail, old.tail], [new.relation], rng),
+            documents={head: current},
+            near=near_entities(graph, [head, new.tail], [new.relation], rng, length),
             verification=_verification("cited", "conflict", [new], [head, new.tail]),
             notes={"chain": chain},
         )
@@ -171,6 +186,29 @@ class Grounding:
             if not any(_stated(renderer, f, row["document"]) for f in former):
                 problems.append("no older record of the changed fact is in the context")
         return problems
+
+
+RECORD_EXTRA_FACTS = 3  # facts besides the changed one in each of a conflict's two records
+
+
+def _record_pair(renderer: Renderer, old, new, rng: random.Random):
+    """An older and a newer record about the same entity, alike in form: each states the
+    changed fact (former / current value) and the same number of other facts, disjoint, each
+    true at the record's date. Only the dates tell which one holds."""
+    graph, head = renderer.graph, old.head
+    stale_year = rng.randint(old.attributes["since"], old.attributes["until"] - 1)
+    facts = [graph.facts[f] for f in renderer.document(head).facts if f != new.id]
+    then = [f for f in facts if f.relation != new.relation and fact_year(f) <= stale_year]
+    stale_extra = rng.sample(then, min(RECORD_EXTRA_FACTS, len(then)))
+    rest = [f for f in facts if f not in stale_extra]
+    n = min(len(stale_extra), len(rest))
+    stale_extra, current_extra = stale_extra[:n], rng.sample(rest, n)
+    newest = max([new.attributes["since"], *(fact_year(f) for f in current_extra)])
+    current_year = min(LAST_YEAR, newest + rng.randint(0, 3))
+    seed = graph.world.seed
+    stale = renderer.dated_document(head, [old, *stale_extra], stale_year, key=f"{seed}:stale:{old.id}")
+    current = renderer.dated_document(head, current_extra, current_year, key=f"{seed}:current:{new.id}")
+    return stale, current
 
 
 def _verification(kind: str, variant: str, facts, entities) -> dict:

@@ -267,6 +267,8 @@ class WorldGraph:
         self._neighbours: dict[str, set[str]] = defaultdict(set)
         self.former: dict[str, list[Fact]] = defaultdict(list)  # head -> facts that ended
         self._heads: dict[str, set[str]] = defaultdict(set)  # relation -> heads, former facts too
+        self._tails: dict[str, set[str]] = defaultdict(set)  # relation -> entities it leads to
+        self._company_kinds = len(lexicon(world.language)["organisation_kinds"])
         for fact in world.facts:
             self._heads[fact.relation].add(fact.head)
             if is_former(fact):
@@ -280,8 +282,10 @@ class WorldGraph:
         self._facts_by_entity[tail].append(fact)
         self._outgoing[head].append(fact)
         self._steps[head, fact.relation].add(tail)
+        self._tails[fact.relation].add(tail)
         if RELATIONS[fact.relation].symmetric:
             self._steps[tail, fact.relation].add(head)
+            self._tails[fact.relation].add(head)
         self._edges.add((head, tail))
         self._neighbours[head].add(tail)
         self._neighbours[tail].add(head)
@@ -312,6 +316,20 @@ class WorldGraph:
     def heads(self, relation: str) -> set[str]:
         """Every entity that is the head of a fact of `relation`, current or former."""
         return set(self._heads.get(relation, ()))
+
+    def tails(self, relation: str) -> list[str]:
+        """Every entity a current fact of `relation` leads to (either end if symmetric), sorted."""
+        return sorted(self._tails.get(relation, ()))
+
+    def fine_type(self, entity: str) -> str:
+        """The entity's type, split where one type holds two kinds: a place is a town (it lies
+        in a region) or a region, an organisation a company or a club."""
+        e = self.entities[entity]
+        if e.type == "place":
+            return "town" if (entity, "located_in") in self._steps else "region"
+        if e.type == "organisation":
+            return "club" if e.kind >= self._company_kinds else "company"
+        return e.type
 
     def neighbours(self, entity: str) -> set[str]:
         return set(self._neighbours.get(entity, ()))
