@@ -71,7 +71,11 @@ class AuditWorld:
 
     @classmethod
     def load(cls, file: Path) -> "AuditWorld":
-        data = json.loads(file.read_text(encoding="utf-8"))
+        return cls.from_data(json.loads(file.read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_data(cls, data: dict) -> "AuditWorld":
+        """From a world as JSON data (`World.model_dump()` or a worlds/*.json file)."""
         facts = [f for f in data["facts"] if "until" not in f["attributes"]]
         former = [f for f in data["facts"] if "until" in f["attributes"]]
         in_region = {f["head"] for f in facts if f["relation"] == "located_in"}
@@ -204,7 +208,7 @@ CHAIN_BASELINES = {
 
 def min_candidates(length: int) -> int:
     """Candidates of the answer's fine type a context must offer (fewer make guessing cheap)."""
-    return 5 if length < 8192 else 8
+    return 3 if length < 4096 else 5 if length < 8192 else 8
 
 
 # --- grounding baselines -----------------------------------------------------------------------

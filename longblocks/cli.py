@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="re-check a generated dataset; exit 1 if any check fails")
     check.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
     check.add_argument("--tokenizer", default=None, help="local HF tokenizer dir to count with instead")
+    check.add_argument(
+        "--margin", type=float, default=0.10, help="how far a shortcut baseline may beat chance (default 0.10)"
+    )
     aud = commands.add_parser("audit", help="shortcut baselines and text checks; exit 1 if one fails")
     aud.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
     aud.add_argument("--margin", type=float, default=0.10, help="how far a baseline may beat chance")
@@ -125,7 +128,7 @@ def export_schemas(args: argparse.Namespace) -> None:
 def validate(args: argparse.Namespace) -> int:
     from longblocks.validate import validate_dataset
 
-    report = validate_dataset(args.dir, tokenizer=args.tokenizer)
+    report = validate_dataset(args.dir, tokenizer=args.tokenizer, margin=args.margin)
     print(report.render())
     return 0 if report.ok else 1  # failures are data problems, not usage errors (2)
 

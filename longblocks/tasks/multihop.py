@@ -20,8 +20,11 @@ MAX_NEAR = 300
 
 
 def min_candidates(length: int) -> int:
-    """Entities of the answer's fine type (the answer included) a context names at least: 5 up
-    to 4k, 8 from 8k, one per 4k tokens beyond 32k, so guessing among them stays a poor bet."""
+    """Entities of the answer's fine type (the answer included) a context names at least: 3
+    below 4k, 5 up to 8k, 8 from 8k, one per 4k tokens beyond 32k, so guessing among them
+    stays a poor bet."""
+    if length < 4096:
+        return 3
     if length < 8192:
         return 5
     return max(8, length // 4096)
