@@ -36,6 +36,7 @@ AUDIT_FILE = "audit.json"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _YEAR = re.compile(r"(?<![\w])(1[6-9]\d\d|20\d\d)(?![\w])")
 _DOC = re.compile(r"^\[(D\d+)\] ", re.M)
+_PLACEHOLDER = re.compile(r"\{\{ *(\w+) *\}\}")
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,10 @@ def repeat_share(document: str) -> float:
 
 def names_start_and_answer(row: dict, world: AuditWorld) -> bool:
     v = row["verification"]
-    start, answer = _name_pattern(world.names[v["start_entity"]]), _name_pattern(world.names[v["answer_entity"]])
+    start, answer = (
+        _name_pattern(world.names[v["start_entity"]]),
+        _name_pattern(world.names[v["answer_entity"]]),
+    )
     return any(start.search(s) and answer.search(s) for s in sentences(row["document"]))
 
 
@@ -296,8 +300,12 @@ def dateline_patterns(language: str) -> tuple[re.Pattern, ...]:
     patterns = []
     for line in lines.splitlines():
         if line.strip() and not line.startswith("{#"):
-            escaped = re.escape(line.strip())
-            patterns.append(re.compile(re.sub(r"\\\{\\\{\\ \*?year\\ \*?\\\}\\\}", r"(\\d{4})", escaped)))
+            parts = _PLACEHOLDER.split(line.strip())  # literal, variable, literal, ...
+            regex = "".join(
+                re.escape(p) if k % 2 == 0 else (r"(\d{4})" if p == "year" else r".+?")
+                for k, p in enumerate(parts)
+            )
+            patterns.append(re.compile(regex))
     return tuple(patterns)
 
 
@@ -325,10 +333,14 @@ def anachronisms(document: str, language: str) -> list[str]:
 def load_rows(path: Path) -> tuple[list[dict], dict[str, AuditWorld]]:
     path = Path(path)
     if not (path / "dataset_dict.json").is_file():
-        raise UserError(f"{path} is not a dataset (no dataset_dict.json)", "pass the --out folder of generate")
+        raise UserError(
+            f"{path} is not a dataset (no dataset_dict.json)", "pass the --out folder of generate"
+        )
     dataset = datasets.load_from_disk(str(path))
     rows = [row for split in dataset.values() for row in split.to_list()]
-    worlds = {w: AuditWorld.load(path / "worlds" / f"{w}.json") for w in sorted({r["world_id"] for r in rows})}
+    worlds = {
+        w: AuditWorld.load(path / "worlds" / f"{w}.json") for w in sorted({r["world_id"] for r in rows})
+    }
     return rows, worlds
 
 
@@ -349,14 +361,15 @@ def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = 
         if not chained:
             continue
         label = task if task == "multihop" else "grounding/cited"
-        chance = fmean(1 / len(c.candidates) for c in chained)
         for name, baseline in CHAIN_BASELINES.items():
             scored = [(s, 1 / len(c.candidates)) for c in chained if (s := baseline(c, prior)) is not None]
             if scored:
                 value, base = fmean(s for s, _ in scored), fmean(b for _, b in scored)
                 results.append(AuditResult(name, label, round(value, 4), round(base, 4), margin, len(scored)))
         few = sum(len(c.candidates) < min_candidates(c.row["length"]) for c in chained) / len(chained)
-        results.append(AuditResult("too few candidates of type", label, round(few, 4), 0.0, 0.0, len(chained)))
+        results.append(
+            AuditResult("too few candidates of type", label, round(few, 4), 0.0, 0.0, len(chained))
+        )
         multi = [c for c in chained if len(c.row["verification"]["path"]) >= 2]
         if multi:
             shortcut = sum(names_start_and_answer(c.row, c.world) for c in multi)
@@ -367,16 +380,29 @@ def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = 
     if any(r["verification"]["variant"] == "abstain" for r, _ in answerable):
         f1, share = missing_document_f1(answerable)
         results.append(
-            AuditResult("abstain if no document", "grounding/abstain", round(f1, 4), round(share, 4), margin, len(answerable))
+            AuditResult(
+                "abstain if no document",
+                "grounding/abstain",
+                round(f1, 4),
+                round(share, 4),
+                margin,
+                len(answerable),
+            )
         )
     conflicts = [(r, w) for r, w in grounded if r["verification"]["variant"] == "conflict"]
     for rule, name in (("longer", "longer document wins"), ("later", "later document wins")):
         if conflicts:
             value = fmean(conflict_choice(r, w, rule) for r, w in conflicts)
-            results.append(AuditResult(name, "grounding/conflict", round(value, 4), 0.5, margin, len(conflicts)))
+            results.append(
+                AuditResult(name, "grounding/conflict", round(value, 4), 0.5, margin, len(conflicts))
+            )
     shares = [repeat_share(r["document"]) for r in rows]
     if rows:
-        results.append(AuditResult("exact repeats (worst context)", "all", round(max(shares), 4), 0.0, MAX_REPEATS, len(rows)))
+        results.append(
+            AuditResult(
+                "exact repeats (worst context)", "all", round(max(shares), 4), 0.0, MAX_REPEATS, len(rows)
+            )
+        )
         late = sum(bool(anachronisms(r["document"], r["language"])) for r in rows)
         results.append(AuditResult("rows with an anachronism", "all", late, 0, 0, len(rows)))
     return results
@@ -394,7 +420,9 @@ def _final_relation(rows: list[dict]) -> list[AuditResult]:
         return []
     worst = max(max(c.values()) / c.total() for c in counted)
     n = sum(c.total() for key, c in buckets.items() if key[0] == "all")
-    return [AuditResult("most common final relation", "multihop", round(worst, 4), 0.0, MAX_FINAL_RELATION, n)]
+    return [
+        AuditResult("most common final relation", "multihop", round(worst, 4), 0.0, MAX_FINAL_RELATION, n)
+    ]
 
 
 def audit(path: Path, margin: float = MARGIN) -> list[AuditResult]:

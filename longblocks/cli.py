@@ -35,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
     check.add_argument("--tokenizer", default=None, help="local HF tokenizer dir to count with instead")
     check.add_argument(
-        "--margin", type=float, default=0.10, help="how far a shortcut baseline may beat chance (default 0.10)"
+        "--margin",
+        type=float,
+        default=0.10,
+        help="how far a shortcut baseline may beat chance (default 0.10)",
     )
     aud = commands.add_parser("audit", help="shortcut baselines and text checks; exit 1 if one fails")
     aud.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
@@ -157,7 +160,13 @@ def publish(args: argparse.Namespace) -> None:
         print(f"uploaded {what} to {done.location}")
 
 
-COMMANDS = {"generate": generate, "schemas": export_schemas, "validate": validate, "audit": audit, "publish": publish}
+COMMANDS = {
+    "generate": generate,
+    "schemas": export_schemas,
+    "validate": validate,
+    "audit": audit,
+    "publish": publish,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

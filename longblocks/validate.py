@@ -52,7 +52,18 @@ from longblocks.world.schema import RELATIONS, World
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("layout", "schema", "tokens", "evidence", "answers", "graph", "text", "shortcuts", "unique", "splits")
+CHECKS = (
+    "layout",
+    "schema",
+    "tokens",
+    "evidence",
+    "answers",
+    "graph",
+    "text",
+    "shortcuts",
+    "unique",
+    "splits",
+)
 MIN_ROWS = 50  # rows a shortcut baseline needs before it can fail a dataset
 DEPTH_TOLERANCE = 0.02  # recorded vs re-measured relative token depth of an evidence sentence
 REWARD_FLOOR = {"rubric": 0.99}  # the reference's minimum score by verification kind; else 1.0
@@ -122,7 +133,10 @@ def validate_dataset(
     rows = [row for split_rows in splits.values() for row in split_rows]
     report.rows = len(rows)
     graphs = _load_graphs(path / "worlds", {row.get("world_id") for row in rows}, report)
-    networks = {w: (world_network(g.world), audit.AuditWorld.from_data(g.world.model_dump())) for w, g in graphs.items()}
+    networks = {
+        w: (world_network(g.world), audit.AuditWorld.from_data(g.world.model_dump()))
+        for w, g in graphs.items()
+    }
     names = {tokenizer} if tokenizer else {row.get("tokenizer") for row in rows}
     # Loaded before any row: a tokenizer that cannot be loaded is a usage error, not bad data.
     try:
@@ -340,9 +354,9 @@ def check_text(row: dict, world) -> list[str]:
     year after its own date, sentences repeated word for word."""
     problems = []
     v = row["verification"]
-    if world is not None and len(v.get("path", ())) >= 2 and v.get("variant") != "abstain":
-        if audit.names_start_and_answer(row, world):
-            problems.append("one sentence names both the start entity and the answer")
+    chained = world is not None and len(v.get("path", ())) >= 2 and v.get("variant") != "abstain"
+    if chained and audit.names_start_and_answer(row, world):
+        problems.append("one sentence names both the start entity and the answer")
     late = audit.anachronisms(row["document"], row["language"])
     problems += [f"document '{title}' states a year after its own date" for title in late[:3]]
     share = audit.repeat_share(row["document"])

@@ -127,10 +127,11 @@ class ContextBuilder:
         hidden = excluded | {e.fact.id for e in evidence}
         hidden |= {f for doc, _ in pinned for f in doc.facts}
         evidence_ids = {e.fact.id for e in evidence}
-        placed = [
-            (self._evidence_document(group, hidden, ids.next(), rng, documents), group[0])
-            for group in _by_head(evidence)
-        ]
+        placed = []
+        for group in _by_head(evidence):
+            # An earlier evidence document's facts are not stated again in a later one.
+            seen = hidden.union(*(doc.facts for doc, _ in placed))
+            placed.append((self._evidence_document(group, seen, ids.next(), rng, documents), group[0]))
         placed += [
             (doc.with_id(ids.next()), Evidence(self.graph.facts[doc.facts[0]], depth))
             for doc, depth in pinned
@@ -185,7 +186,9 @@ class ContextBuilder:
             doc = doc.with_sentence(rng.randint(0, len(doc.facts)), evidence.fact.id, sentence, insert=True)
         return doc
 
-    def _without(self, doc: Document, hidden: set[str], stated: frozenset[str] | set[str] = frozenset()) -> Document:
+    def _without(
+        self, doc: Document, hidden: set[str], stated: frozenset[str] | set[str] = frozenset()
+    ) -> Document:
         if hidden.isdisjoint(doc.facts) and stated.isdisjoint(doc.facts):
             return doc
         return doc.with_facts([i for i, f in enumerate(doc.facts) if f not in hidden and f not in stated])

@@ -231,7 +231,7 @@ class Renderer:
         title = _choose(titles, f"{key}:title").render(**values)
         intro = _choose(intros, f"{key}:intro").render(**values)
         footer = _choose(footers, f"{key}:footer").render(**values)
-        dateline = _choose(datelines, f"{key}:date").render(year=year)
+        dateline = _choose(datelines, f"{key}:date").render(name=focus.name, year=year)
         return Document(
             doc_id="",
             entity=entity,
