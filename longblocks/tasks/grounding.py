@@ -12,13 +12,14 @@ Three variants, drawn per example:
 
 import random
 
-from longblocks.render.documents import Renderer, fact_year, nfc, variants
+from longblocks.render.documents import Renderer, nfc, variants
 from longblocks.render.env import render
 from longblocks.rewards import normalize
 from longblocks.tasks.base import TaskInstance, TaskParams, register
-from longblocks.tasks.multihop import near_entities, phrase_chain, sample_chain
+from longblocks.tasks.chains import near_entities, phrase_chain, sample_chain
+from longblocks.tasks.records import record_pair
 from longblocks.world.entities import lexicon
-from longblocks.world.graph import LAST_YEAR, WorldGraph
+from longblocks.world.graph import WorldGraph
 from longblocks.world.schema import RELATIONS
 
 MAX_ATTEMPTS = 500
@@ -134,7 +135,7 @@ class Grounding:
         )
         if normalize(answer.name) in normalize(question):
             return None
-        stale, current = _record_pair(renderer, old, new, rng)
+        stale, current = record_pair(renderer, old, new, rng)
         return TaskInstance(
             question=question,
             answer=answer.name,
@@ -186,30 +187,6 @@ class Grounding:
             if not any(_stated(renderer, f, row["document"]) for f in former):
                 problems.append("no older record of the changed fact is in the context")
         return problems
-
-
-RECORD_EXTRA_FACTS = 3  # facts besides the changed one in each of a conflict's two records
-
-
-def _record_pair(renderer: Renderer, old, new, rng: random.Random):
-    """An older and a newer record about the same entity, alike in form: each states the
-    changed fact (former / current value) and the same number of other facts, disjoint, each
-    true at the record's date. Only the dates tell which one holds."""
-    graph, head = renderer.graph, old.head
-    stale_year = rng.randint(old.attributes["since"], old.attributes["until"] - 1)
-    facts = [graph.facts[f] for f in renderer.document(head).facts if f != new.id]
-    # Both records draw from the facts already true at the older date, split in two: the same
-    # kinds of sentences in each, so neither length nor wording tells them apart.
-    then = [f for f in facts if f.relation != new.relation and fact_year(f) <= stale_year]
-    rng.shuffle(then)
-    n = min(RECORD_EXTRA_FACTS, len(then) // 2)
-    stale_extra, current_extra = then[:n], then[n : 2 * n]
-    newest = max([new.attributes["since"], *(fact_year(f) for f in current_extra)])
-    current_year = min(LAST_YEAR, newest + rng.randint(0, 3))
-    seed = graph.world.seed
-    stale = renderer.dated_document(head, [old, *stale_extra], stale_year, key=f"{seed}:stale:{old.id}")
-    current = renderer.dated_document(head, current_extra, current_year, key=f"{seed}:current:{new.id}")
-    return stale, current
 
 
 def _verification(kind: str, variant: str, facts, entities) -> dict:
