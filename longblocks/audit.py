@@ -32,6 +32,7 @@ MARGIN = 0.10  # how far a baseline may beat chance before the dataset fails val
 MAX_REPEATS = 0.03  # share of a context's sentences that repeat an earlier one exactly
 MAX_FINAL_RELATION = 0.25  # share of one final relation among the chains of a split and length
 MIN_BUCKET = 20  # (split, length) buckets smaller than this are too noisy for the relation check
+MIN_ROWS = 50  # rows a baseline needs before its distance from chance is judged
 AUDIT_FILE = "audit.json"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _YEAR = re.compile(r"(?<![\w])(1[6-9]\d\d|20\d\d)(?![\w])")
@@ -51,11 +52,16 @@ class AuditResult:
     n: int  # rows measured
 
     @property
+    def judged(self) -> bool:
+        """Exact counts are judged at any size; a baseline against chance from `MIN_ROWS` rows."""
+        return self.chance == 0 or self.n >= MIN_ROWS
+
+    @property
     def passed(self) -> bool:
-        return self.value <= self.chance + self.margin + 1e-12
+        return not self.judged or self.value <= self.chance + self.margin + 1e-12
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "judged": self.judged, "passed": self.passed}
 
 
 # --- the world, read as plain data -------------------------------------------------------------
@@ -347,9 +353,9 @@ def load_rows(path: Path) -> tuple[list[dict], dict[str, AuditWorld]]:
 def is_chain_row(row: dict) -> bool:
     """Rows answered by an entity at the end of a chain: multihop, and cited grounding."""
     v = row["verification"]
-    return bool(v.get("answer_entity")) and (
-        row["task"] == "multihop" or (row["task"] == "grounding" and v.get("variant") == "cited")
-    )
+    if not v.get("answer_entity") or v.get("variant") == "counting":
+        return False  # a count's answer is a number, not an entity among candidates
+    return row["task"] == "multihop" or (row["task"] == "grounding" and v.get("variant") == "cited")
 
 
 def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = MARGIN) -> list[AuditResult]:
@@ -375,6 +381,7 @@ def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = 
             shortcut = sum(names_start_and_answer(c.row, c.world) for c in multi)
             results.append(AuditResult("sentence names start and answer", label, shortcut, 0, 0, len(multi)))
     results += _final_relation(rows)
+    results += _counting(rows, margin)
     grounded = [(r, worlds[r["world_id"]]) for r in rows if r["task"] == "grounding"]
     answerable = [(r, w) for r, w in grounded if r["verification"]["variant"] in ("cited", "abstain")]
     if any(r["verification"]["variant"] == "abstain" for r, _ in answerable):
@@ -408,11 +415,32 @@ def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = 
     return results
 
 
+def _counting(rows: list[dict], margin: float) -> list[AuditResult]:
+    """'Always answer the most common count' (leave-one-out) against one guess among the
+    counts the dataset uses."""
+    counts = [r["answer"] for r in rows if r["verification"].get("variant") == "counting"]
+    if not counts:
+        return []
+    tally = Counter(counts)
+    hits = [_argmax_credit({c: n - (c == answer) for c, n in tally.items()}, answer) for answer in counts]
+    chance = 1 / len(tally)
+    return [
+        AuditResult(
+            "most common count",
+            "multihop/counting",
+            round(fmean(hits), 4),
+            round(chance, 4),
+            margin,
+            len(counts),
+        )
+    ]
+
+
 def _final_relation(rows: list[dict]) -> list[AuditResult]:
     """The largest share of one final relation among the chains of a (split, length) bucket."""
     buckets: dict[tuple[str, int], Counter] = defaultdict(Counter)
     for r in rows:
-        if r["task"] == "multihop" and r["verification"].get("path"):
+        if is_chain_row(r) and r["task"] == "multihop":
             buckets[r["split"], r["length"]][r["verification"]["path"][-1]] += 1
             buckets["all", r["length"]][r["verification"]["path"][-1]] += 1
     counted = [c for c in buckets.values() if c.total() >= MIN_BUCKET]
@@ -437,6 +465,6 @@ def render_table(results: Iterable[AuditResult]) -> str:
     for r in results:
         lines.append(
             f"| {r.name} | {r.task} | {r.n} | {r.value:g} | {r.chance:g} | {r.chance + r.margin:.4g} | "
-            f"{'yes' if r.passed else '**no**'} |"
+            f"{'yes' if r.passed and r.judged else '**no**' if r.judged else f'n < {MIN_ROWS}'} |"
         )
     return "\n".join(lines)

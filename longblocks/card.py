@@ -20,7 +20,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
-from longblocks.audit import AUDIT_FILE, AuditResult, render_table
+from longblocks.audit import AUDIT_FILE, MIN_ROWS, AuditResult, render_table
 from longblocks.config import BuildConfig
 from longblocks.render.env import find_folder
 from longblocks.row import Row, Verification
@@ -101,6 +101,7 @@ def render_card(
             depth_plot=DEPTH_PLOT,
             audit_table=render_table(audit) if audit else "",
             audit_failed=[f"{r.task}: {r.name}" for r in audit if not r.passed],
+            audit_min_rows=MIN_ROWS,
             audit_plot=AUDIT_PLOT,
         )
     )
@@ -314,7 +315,7 @@ def plot_audit(results: list[AuditResult], path: Path) -> None:
     """Each shortcut baseline's accuracy beside chance and the limit it must stay under."""
     import numpy as np
 
-    baselines = [r for r in results if r.chance > 0 and r.margin > 0]
+    baselines = [r for r in results if r.chance > 0 and r.margin > 0 and r.judged]
 
     def draw(fig) -> None:
         ax = fig.subplots()

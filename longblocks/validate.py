@@ -13,7 +13,7 @@ Every claim a row makes is measured again from the artifact; the checks a `Repor
 - text: at 2+ hops no sentence names both the start and the answer; no document states a year
   after its own date; at most 3% of a context's sentences repeat an earlier one exactly;
 - shortcuts: no cheap baseline of `longblocks.audit` beats chance by more than `margin`
-  (baselines measured on fewer than `min_rows` rows are too noisy to judge and are skipped);
+  (baselines measured on fewer than `audit.MIN_ROWS` rows are too noisy to judge: skipped);
 - unique: row ids are unique over all splits;
 - splits: rows sit in the split their `split` column names; no world spans two splits.
 
@@ -64,7 +64,6 @@ CHECKS = (
     "unique",
     "splits",
 )
-MIN_ROWS = 50  # rows a shortcut baseline needs before it can fail a dataset
 DEPTH_TOLERANCE = 0.02  # recorded vs re-measured relative token depth of an evidence sentence
 REWARD_FLOOR = {"rubric": 0.99}  # the reference's minimum score by verification kind; else 1.0
 DOC_HEADER = re.compile(r"\[(D\d+)\] ")
@@ -119,9 +118,7 @@ class Report:
         return "\n".join(lines)
 
 
-def validate_dataset(
-    path: Path, tokenizer: str | None = None, margin: float = audit.MARGIN, min_rows: int = MIN_ROWS
-) -> Report:
+def validate_dataset(path: Path, tokenizer: str | None = None, margin: float = audit.MARGIN) -> Report:
     """Re-check the dataset saved at `path`; `tokenizer` overrides each row's `tokenizer`;
     `margin` is how far a shortcut baseline may beat chance (see `longblocks.audit`)."""
     path = Path(path)
@@ -154,7 +151,7 @@ def validate_dataset(
         network, plain = networks.get(row.get("world_id"), (None, None))
         report.record("graph", where, _guarded(check_graph, row, network))
         report.record("text", where, _guarded(check_text, row, plain))
-    _check_shortcuts(rows, {w: plain for w, (_, plain) in networks.items()}, margin, min_rows, report)
+    _check_shortcuts(rows, {w: plain for w, (_, plain) in networks.items()}, margin, report)
     _check_splits(splits, report)
     log.info("validated %d rows of %s: %d problem(s)", len(rows), path, len(report.failures))
     return report
@@ -315,37 +312,65 @@ def world_network(world: World):
     network = nx.MultiDiGraph()
     network.add_nodes_from((e.id, {"name": e.name}) for e in world.entities)
     for fact in world.facts:
-        if "until" not in fact.attributes:
-            network.add_edge(fact.head, fact.tail, relation=fact.relation)
+        network.add_edge(
+            fact.head, fact.tail, relation=fact.relation, former="until" in fact.attributes, **fact.attributes
+        )
     return network
 
 
+def _edges(network, node: str, relation: str, former: bool = False) -> list[tuple[str, dict]]:
+    """(other end, edge data) of `node`'s current (or former) edges of `relation`, read both ways
+    for a symmetric relation."""
+    found = [(t, d) for _, t, d in network.out_edges(node, data=True) if d["relation"] == relation]
+    if RELATIONS[relation].symmetric:
+        found += [(h, d) for h, _, d in network.in_edges(node, data=True) if d["relation"] == relation]
+    return [(other, d) for other, d in found if d["former"] == former]
+
+
 def network_follow(network, start: str, path: list[str]) -> set[str]:
-    """Entities reached from `start` along `path` (symmetric relations read both ways)."""
+    """Entities reached from `start` along `path` over current facts."""
     frontier = {start}
     for relation in path:
-        reached = set()
-        for node in frontier:
-            reached |= {t for _, t, r in network.out_edges(node, data="relation") if r == relation}
-            if RELATIONS[relation].symmetric:
-                reached |= {h for h, _, r in network.in_edges(node, data="relation") if r == relation}
-        frontier = reached
+        frontier = {other for node in frontier for other, _ in _edges(network, node, relation)}
     return frontier
 
 
+def network_answer(network, v: dict) -> tuple[set[str], str | None]:
+    """What the row's chain reaches, and the answer it implies: the name of the entity reached,
+    the number of members or staff it counts (`counting`), or the name of the value held just
+    before the current one (`temporal`)."""
+    if v.get("variant") == "temporal":
+        (entity,) = network_follow(network, v["start_entity"], v["path"][:-1]) or {None}
+        current = _edges(network, entity, v["path"][-1]) if entity else []
+        since = current[0][1].get("since") if len(current) == 1 else None
+        before = [o for o, d in _edges(network, entity, v["path"][-1], former=True) if d["until"] == since]
+        return set(before), (network.nodes[before[0]]["name"] if len(before) == 1 else None)
+    reached = network_follow(network, v["start_entity"], v["path"])
+    if len(reached) != 1:
+        return reached, None
+    (entity,) = reached
+    if v.get("variant") == "counting":
+        counted = [
+            d
+            for _, _, d in network.in_edges(entity, data=True)
+            if d["relation"] in ("member_of", "works_for")
+        ]
+        return reached, str(sum(not d["former"] for d in counted))
+    return reached, network.nodes[entity]["name"]
+
+
 def check_graph(row: dict, network) -> list[str]:
-    """The path from the start entity reaches exactly the answer entity, named as the answer."""
+    """The path from the start entity reaches exactly the answer entity; the answer follows."""
     v = row["verification"]
     if not v.get("path") or not v.get("start_entity"):
         return []  # rubric rows carry no chain
     if network is None:
         return [f"world '{row['world_id']}' has no valid file in worlds/"]
-    reached = network_follow(network, v["start_entity"], v["path"])
+    reached, answer = network_answer(network, v)
     if reached != {v["answer_entity"]}:
         return [f"networkx: path {v['path']} from {v['start_entity']} reaches {sorted(reached)}"]
-    name = network.nodes[v["answer_entity"]]["name"]
-    if v.get("variant") != "abstain" and name != row["answer"]:
-        return [f"networkx: the path reaches {name}, the row answers {row['answer']}"]
+    if v.get("variant") != "abstain" and answer != row["answer"]:
+        return [f"networkx: the path gives {answer}, the row answers {row['answer']}"]
     return []
 
 
@@ -354,7 +379,9 @@ def check_text(row: dict, world) -> list[str]:
     year after its own date, sentences repeated word for word."""
     problems = []
     v = row["verification"]
-    chained = world is not None and len(v.get("path", ())) >= 2 and v.get("variant") != "abstain"
+    chained = (
+        world is not None and len(v.get("path", ())) >= 2 and v.get("variant") not in ("abstain", "counting")
+    )
     if chained and audit.names_start_and_answer(row, world):
         problems.append("one sentence names both the start entity and the answer")
     late = audit.anachronisms(row["document"], row["language"])
@@ -365,9 +392,9 @@ def check_text(row: dict, world) -> list[str]:
     return problems
 
 
-def _check_shortcuts(rows, worlds, margin: float, min_rows: int, report: Report) -> None:
+def _check_shortcuts(rows, worlds, margin: float, report: Report) -> None:
     """Each audit record fails the dataset where it exceeds its limit. Baselines compared with
-    chance count only over `min_rows` rows or more; exact counts (anachronisms, shortcut
+    chance count only over `audit.MIN_ROWS` rows or more; exact counts (anachronisms, shortcut
     sentences) count at any size."""
     usable = [r for r in rows if r.get("world_id") in worlds]
     try:
@@ -376,7 +403,7 @@ def _check_shortcuts(rows, worlds, margin: float, min_rows: int, report: Report)
         report.record("shortcuts", "audit", [f"cannot audit ({type(err).__name__}: {err})"])
         return
     for result in results:
-        if result.margin > 0 and result.chance > 0 and result.n < min_rows:
+        if not result.judged:
             continue
         limit = result.chance + result.margin
         problem = f"{result.value:g} > limit {limit:.4g} (chance {result.chance:g})"

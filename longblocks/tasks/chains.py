@@ -68,11 +68,19 @@ def sample_chain(
     fine = graph.fine_type(answer)
     if sum(graph.fine_type(t) == fine for t in graph.tails(relation)) < min_candidates(length):
         return None  # e.g. the only club among the organisers of events
-    last = [(p, f) for p, f in backward_options(graph, answer, {answer}) if f.relation == relation]
-    previous, fact = rng.choice(last)
-    entities, facts = [previous, answer], [fact]
-    for _ in range(hops - 1):
+    return chain_to(graph, rng, answer, hops, relation)
+
+
+def chain_to(
+    graph: WorldGraph, rng: random.Random, end: str, hops: int, relation: str | None = None
+) -> tuple[list[str], list[Fact]] | None:
+    """A chain of `hops` facts that ends at `end` (with a fact of `relation`, if given), built
+    backwards one uniformly drawn hop at a time; None on a dead end."""
+    entities, facts = [end], []
+    for hop in range(hops):
         options = backward_options(graph, entities[0], set(entities))
+        if hop == 0 and relation is not None:
+            options = [(p, f) for p, f in options if f.relation == relation]
         if not options:
             return None
         previous, fact = rng.choice(options)

@@ -4,6 +4,8 @@ The question names only the start entity and the relation chain ("Who founded th
 of Mara Quill?"). A question is kept only if, on the graph, the chain reaches exactly one
 entity, and no single fact (hence no sentence of any context) mentions both the start
 entity and the answer, so the answer cannot be read off without following every hop.
+A share of the questions (`TaskParams.compositional_share`) are compositional: counting and
+temporal variants (`tasks/compositional.py`).
 """
 
 import random
@@ -13,6 +15,7 @@ from longblocks.render.env import render
 from longblocks.rewards import normalize
 from longblocks.tasks.base import TaskInstance, TaskParams, register
 from longblocks.tasks.chains import near_entities, phrase_chain, sample_chain
+from longblocks.tasks.compositional import check_counting, check_temporal, sample_counting, sample_temporal
 from longblocks.world.graph import WorldGraph
 
 MAX_ATTEMPTS = 500
@@ -22,6 +25,16 @@ class Multihop:
     name = "multihop"
 
     def sample(self, renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance:
+        roll = rng.random()
+        if roll < params.compositional_share:
+            sampler = sample_counting if roll < params.compositional_share / 2 else sample_temporal
+            for _ in range(MAX_ATTEMPTS):
+                instance = sampler(renderer, rng, params)
+                if instance is not None:
+                    return instance
+        return self._chain(renderer, rng, params)
+
+    def _chain(self, renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance:
         graph, language = renderer.graph, renderer.language
         for _ in range(MAX_ATTEMPTS):
             walk = sample_chain(graph, rng, rng.choice(params.hops), params.length)
@@ -58,6 +71,10 @@ class Multihop:
 
     def check(self, row: dict, graph: WorldGraph) -> list[str]:
         v = row["verification"]
+        if v.get("variant") == "counting":
+            return check_counting(row, graph)
+        if v.get("variant") == "temporal":
+            return check_temporal(row, graph)
         problems = []
         reached = graph.follow(v["start_entity"], v["path"])
         if reached != {v["answer_entity"]}:

@@ -237,7 +237,7 @@ def _former_facts(rng, facts, entities, pools: dict[str, list[Entity]], add_fact
         head = by_id[fact.head]
         previous = rng.choice(pools[fact.relation])
         adult = head.year + (16 if head.type == "person" else 0)
-        if previous.id == fact.tail or start <= adult or previous.year > start:
+        if previous.id == fact.tail or start <= adult or previous.year >= start:
             continue
         attributes = {**fact.attributes, "since": start, "until": since}
         if "role" in attributes:
