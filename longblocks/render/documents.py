@@ -68,8 +68,9 @@ def nfc(text: str) -> str:
 
 
 def fact_year(fact: Fact) -> int:
-    """The latest year a fact states (0 if it states none): no document may predate it."""
-    return max((v for k, v in fact.attributes.items() if k in _YEARS), default=0)
+    """The latest year a fact's sentence states (0 if none): no document may predate it. A
+    former fact's `until` is not stated: its record was written while the fact held."""
+    return max((v for k, v in fact.attributes.items() if k in ("year", "since")), default=0)
 
 
 def _pick(key: str, n: int) -> int:
