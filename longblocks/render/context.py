@@ -53,6 +53,7 @@ class CountCache:
     def __init__(self, counter: TokenCounter):
         self.counter = counter
         self._counts: dict[str, int] = {}
+        self._key = f"body_tokens:{counter.name}"  # where a document keeps its body's count
 
     def __call__(self, text: str) -> int:
         count = self._counts.get(text)
@@ -62,13 +63,13 @@ class CountCache:
 
     def document(self, doc: Document) -> int:
         """A document's tokens as the sum of its pieces' (they add up, see the module
-        docstring): a document with sentences left out costs no new tokenisation."""
-        return (
-            self(doc.id_unit)
-            + self(doc.header)
-            + sum(self(sentence) for sentence in doc.sentences)
-            + self(doc.footer)
-        )
+        docstring): a document with sentences left out costs no new tokenisation. The body's
+        sum is kept on the document (copies under another id share it)."""
+        body = doc.__dict__.get(self._key)
+        if body is None:
+            body = self(doc.header) + sum(self(sentence) for sentence in doc.sentences) + self(doc.footer)
+            doc.__dict__[self._key] = body
+        return self(doc.id_unit) + body
 
 
 def split_frame(counter: TokenCounter, messages: list[dict[str, str]]) -> tuple[str, str]:

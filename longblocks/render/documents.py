@@ -109,10 +109,10 @@ class Document:
         return (self.id_unit + self.body)[:-2]
 
     def with_id(self, doc_id: str) -> "Document":
-        """The same document under another id. A plain copy, not `replace`: it shares the
-        cached body (the id is not part of it), so counting it is a lookup of a hashed string."""
+        """The same document under another id. A plain copy, not `replace`: it shares whatever
+        was cached about the body (text, token count), as the id is not part of it."""
         doc = object.__new__(Document)
-        doc.__dict__.update(self.__dict__, doc_id=doc_id, body=self.body)
+        doc.__dict__.update(self.__dict__, doc_id=doc_id)
         return doc
 
     def with_facts(self, keep: list[int]) -> "Document":

@@ -19,7 +19,7 @@ from longblocks.render.documents import Renderer, nfc, variants
 from longblocks.rewards import normalize
 from longblocks.tasks.base import TaskInstance, TaskParams
 from longblocks.tasks.chains import chain_to, near_entities, phrase_chain
-from longblocks.tasks.records import record_pair
+from longblocks.tasks.records import draw_change, record_pair
 from longblocks.world.graph import WorldGraph
 from longblocks.world.schema import Fact
 
@@ -75,15 +75,11 @@ def sample_counting(renderer: Renderer, rng: random.Random, params: TaskParams) 
 
 def sample_temporal(renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance | None:
     graph = renderer.graph
-    heads = sorted(graph.former)
-    if not heads:
+    change = draw_change(graph, rng)
+    if change is None:
         return None
-    head = rng.choice(heads)
-    old = rng.choice(graph.former[head])
-    current = [f for f in graph.outgoing(head) if f.relation == old.relation]
-    if len(current) != 1 or current[0].tail == old.tail:
-        return None
-    new = current[0]
+    old, new = change
+    head = old.head
     found = chain_to(graph, rng, head, _chain_hops(rng, params))
     if found is None:
         return None

@@ -17,7 +17,7 @@ from longblocks.render.env import render
 from longblocks.rewards import normalize
 from longblocks.tasks.base import TaskInstance, TaskParams, register
 from longblocks.tasks.chains import near_entities, phrase_chain, sample_chain
-from longblocks.tasks.records import record_pair
+from longblocks.tasks.records import draw_change, record_pair
 from longblocks.world.entities import lexicon
 from longblocks.world.graph import WorldGraph
 from longblocks.world.schema import RELATIONS
@@ -115,15 +115,11 @@ class Grounding:
 
     def _conflict(self, renderer: Renderer, rng: random.Random, length: int) -> TaskInstance | None:
         graph = renderer.graph
-        heads = sorted(graph.former)
-        if not heads:
+        change = draw_change(graph, rng)
+        if change is None:
             return None
-        head = rng.choice(heads)
-        old = rng.choice(graph.former[head])
-        current = [f for f in graph.outgoing(head) if f.relation == old.relation]
-        if len(current) != 1 or current[0].tail == old.tail:
-            return None
-        new = current[0]
+        old, new = change
+        head = old.head
         answer = graph.entities[new.tail]
         question, chain = _question(
             renderer.language,

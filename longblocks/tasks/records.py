@@ -5,7 +5,7 @@ newer the current one. Alike in form, so only their dates tell which one holds.
 import random
 
 from longblocks.render.documents import Document, Renderer, fact_year
-from longblocks.world.graph import LAST_YEAR
+from longblocks.world.graph import LAST_YEAR, WorldGraph
 from longblocks.world.schema import Fact
 
 RECORD_EXTRA_FACTS = 3  # facts besides the changed one in each of a conflict's two records
@@ -39,3 +39,17 @@ def record_pair(
     stale = renderer.dated_document(head, [old, *stale_extra], stale_year, key=f"{seed}:stale:{old.id}")
     current = renderer.dated_document(head, current_extra, current_year, key=f"{seed}:current:{new.id}")
     return stale, current
+
+
+def draw_change(graph: WorldGraph, rng: random.Random) -> tuple[Fact, Fact] | None:
+    """A former fact and the current fact that replaced it (same head and relation, another
+    tail), or None when the draw finds none."""
+    heads = sorted(graph.former)
+    if not heads:
+        return None
+    head = rng.choice(heads)
+    old = rng.choice(graph.former[head])
+    current = [f for f in graph.outgoing(head) if f.relation == old.relation]
+    if len(current) != 1 or current[0].tail == old.tail:
+        return None
+    return old, current[0]

@@ -110,7 +110,7 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
     for town in towns:
         add_fact("located_in", town, rng.choice(regions))
     _person_facts(rng, people, towns, companies, clubs, len(words["roles"]), add_fact)
-    born_by = _BornBy(people)
+    born_by = _ByYear(people)
     for i, org in enumerate(companies + clubs):
         add_fact("headquartered_in", org, rng.choice(towns), since=_year(org.year + rng.randint(0, 10)))
         founders = born_by.between(org.year - 60, org.year - 25)  # founders aged 25 to 60
@@ -152,30 +152,20 @@ def _draw_year(rng: random.Random, low: int, high: int) -> int | None:
     return rng.randint(low, high) if low <= high else None
 
 
-class _BornBy:
-    """People born in or before a year (a world's dates must be possible)."""
+class _ByYear:
+    """Entities sorted by their year (birth, founding): a world's dates must be possible."""
 
-    def __init__(self, people: list[Entity]):
-        self.people = sorted(people, key=lambda p: (p.year, p.id))
-        self.years = [p.year for p in self.people]
+    def __init__(self, entities: list[Entity]):
+        self.entities = sorted(entities, key=lambda e: (e.year, e.id))
+        self.years = [e.year for e in self.entities]
 
-    def __call__(self, year: int) -> list[Entity]:
-        return self.people[: bisect.bisect_right(self.years, year)]
+    def before(self, year: int) -> list[Entity]:
+        """Those whose year is before `year` (an organisation someone can join in `year`)."""
+        return self.entities[: bisect.bisect_left(self.years, year)]
 
     def between(self, first: int, last: int) -> list[Entity]:
-        """People born in [first, last]."""
-        return self.people[bisect.bisect_left(self.years, first) : bisect.bisect_right(self.years, last)]
-
-
-class _FoundedBy:
-    """Organisations founded before a year: nobody joins one that does not exist yet."""
-
-    def __init__(self, organisations: list[Entity]):
-        self.organisations = sorted(organisations, key=lambda o: (o.year, o.id))
-        self.years = [o.year for o in self.organisations]
-
-    def __call__(self, year: int) -> list[Entity]:
-        return self.organisations[: bisect.bisect_left(self.years, year)]
+        """Those whose year is in [first, last] (people of a given age at some date)."""
+        return self.entities[bisect.bisect_left(self.years, first) : bisect.bisect_right(self.years, last)]
 
 
 def _person_facts(rng, people, towns, companies, clubs, n_roles, add_fact) -> None:
@@ -184,7 +174,7 @@ def _person_facts(rng, people, towns, companies, clubs, n_roles, add_fact) -> No
     Dates are drawn first and partners second: an employer or club is one founded before the
     person joined it, a spouse is close in age, so dates read as a life would.
     """
-    employers, societies = _FoundedBy(companies), _FoundedBy(clubs)
+    employers, societies = _ByYear(companies), _ByYear(clubs)
     for person in people:
         if rng.random() < 0.9:
             add_fact("born_in", person, rng.choice(towns), year=person.year)
@@ -192,12 +182,12 @@ def _person_facts(rng, people, towns, companies, clubs, n_roles, add_fact) -> No
         if since is not None and rng.random() < 0.85:
             add_fact("lives_in", person, rng.choice(towns), since=since)
         since = _draw_year(rng, person.year + 20, person.year + 45)
-        open_companies = employers(since) if since is not None else []
+        open_companies = employers.before(since) if since is not None else []
         if open_companies and rng.random() < 0.8:
             company = rng.choice(open_companies)
             add_fact("works_for", person, company, role=rng.randrange(n_roles), since=since)
         since = _draw_year(rng, person.year + 16, person.year + 50)
-        open_clubs = societies(since) if since is not None else []
+        open_clubs = societies.before(since) if since is not None else []
         if open_clubs and rng.random() < 0.4:
             add_fact("member_of", person, rng.choice(open_clubs), since=since)
     # Spouses are neighbours in birth order (a shuffled window keeps pairs varied), and marry
