@@ -37,6 +37,7 @@ AUDIT_FILE = "audit.json"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _YEAR = re.compile(r"(?<![\w])(1[6-9]\d\d|20\d\d)(?![\w])")
 _DOC = re.compile(r"^\[(D\d+)\] ", re.M)
+_DATES = ("year", "since", "until", "role")  # attributes that are no quantity (role: an index)
 _PLACEHOLDER = re.compile(r"\{\{ *(\w+) *\}\}")
 
 
@@ -75,6 +76,7 @@ class AuditWorld:
     fine: dict[str, str]  # entity id -> fine type (town, region, company, club, person, ...)
     facts: list[dict]  # current facts (former ones removed)
     former: list[dict]
+    quantities: frozenset[str] = frozenset()  # attendees, prices, stakes: numbers that are no year
 
     @classmethod
     def load(cls, file: Path) -> "AuditWorld":
@@ -97,7 +99,10 @@ class AuditWorld:
             elif kind == "organisation":
                 kind = "club" if e["id"] in has_members else "company"
             fine[e["id"]] = kind
-        return cls({e["id"]: e["name"] for e in data["entities"]}, fine, facts, former)
+        quantities = frozenset(
+            str(v) for f in data["facts"] for k, v in f["attributes"].items() if k not in _DATES
+        )
+        return cls({e["id"]: e["name"] for e in data["entities"]}, fine, facts, former, quantities)
 
     def of_fine_type(self, fine_type: str) -> list[str]:
         return [e for e, t in self.fine.items() if t == fine_type]
@@ -323,12 +328,13 @@ def document_date(doc: str, language: str) -> int | None:
     return None
 
 
-def anachronisms(document: str, language: str) -> list[str]:
-    """Documents that state a year after their own date."""
+def anachronisms(document: str, language: str, quantities: frozenset[str] = frozenset()) -> list[str]:
+    """Documents that state a year after their own date; `quantities` are numbers the world
+    uses as counts or prices (2040 attendees is no year)."""
     found = []
     for doc in documents(document):
         date = document_date(doc, language)
-        if date is not None and any(int(y) > date for y in _YEAR.findall(doc)):
+        if date is not None and any(int(y) > date for y in _YEAR.findall(doc) if y not in quantities):
             found.append(doc.split("\n", 1)[0])
     return found
 
@@ -410,7 +416,9 @@ def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = 
                 "exact repeats (worst context)", "all", round(max(shares), 4), 0.0, MAX_REPEATS, len(rows)
             )
         )
-        late = sum(bool(anachronisms(r["document"], r["language"])) for r in rows)
+        late = sum(
+            bool(anachronisms(r["document"], r["language"], worlds[r["world_id"]].quantities)) for r in rows
+        )
         results.append(AuditResult("rows with an anachronism", "all", late, 0, 0, len(rows)))
     return results
 

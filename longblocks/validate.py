@@ -384,7 +384,7 @@ def check_text(row: dict, world) -> list[str]:
     )
     if chained and audit.names_start_and_answer(row, world):
         problems.append("one sentence names both the start entity and the answer")
-    late = audit.anachronisms(row["document"], row["language"])
+    late = audit.anachronisms(row["document"], row["language"], world.quantities if world else frozenset())
     problems += [f"document '{title}' states a year after its own date" for title in late[:3]]
     share = audit.repeat_share(row["document"])
     if share > audit.MAX_REPEATS:

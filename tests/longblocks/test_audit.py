@@ -91,6 +91,8 @@ def test_repeats_and_anachronisms():
     fine = "[D1000] Biography of Ann A\nThis record of Ann A is dated 1995. Ann A moved in 1992."
     assert audit.anachronisms(late, "en") == ["[D1000] Biography of Ann A"]
     assert audit.anachronisms(fine, "en") == []
+    crowd = fine + " The fair drew 2040 visitors."
+    assert audit.anachronisms(crowd, "en") and audit.anachronisms(crowd, "en", frozenset({"2040"})) == []
 
 
 @pytest.mark.parametrize("language", ["en", "pt", "de"])
