@@ -40,7 +40,7 @@ from datasets import Dataset  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dgrpo.models import build_tiny  # noqa: E402  (the very models dgrpo trains)
-from longblocks.render.sizing import build_qwen3_tokenizer  # noqa: E402
+from longblocks.tokenizer import build_qwen3_tokenizer  # noqa: E402
 
 THREADS = int(os.environ.get("OMP_NUM_THREADS") or 2)  # the driver sets it for both trainers
 _WORD = re.compile(r"Ġ[a-z]{3,8}")  # byte-level BPE: Ġ is the leading space

@@ -3,7 +3,11 @@
     dgrpo train CONFIG [--set section.key=value ...] [--resume]
     torchrun --nproc_per_node N -m dgrpo.cli train CONFIG ...   (multi-process, dgrpo.distributed)
     dgrpo eval CONFIG --checkpoint DIR [--split test] [--out DIR] [--set ...]
+    dgrpo init METHOD [--out FILE]          a bundled config to edit (stdout by default)
+    dgrpo save-model NAME OUT [--seed N]    an embedded tiny model + tokenizer as a HF folder
     dgrpo schema [--out FILE]
+
+CONFIG is a YAML file or the name of a bundled config (sft, kd, grpo, opd, dgrpo).
 
 A `UserError` from anywhere becomes one line on stderr and exit status 2; a run stopped by a
 NaN/inf loss exits 1 with the same kind of line.
@@ -18,17 +22,19 @@ from pathlib import Path
 
 from dgrpo.errors import DivergedError, UserError
 
+_CONFIG_HELP = "YAML file or bundled config name: sft, kd, grpo, opd, dgrpo (`dgrpo init` prints one)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgrpo", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train with sft, kd, grpo, opd or dgrpo (loss.method)")
-    train.add_argument("config", type=Path, help="YAML config, e.g. configs/dgrpo.yaml")
+    train.add_argument("config", help=_CONFIG_HELP)
     train.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in run.out_dir"
     )
     evaluate = commands.add_parser("eval", help="greedy evaluation: accuracy per task, length and depth")
-    evaluate.add_argument("config", type=Path, help="YAML config (data, rollout.max_new_tokens, ...)")
+    evaluate.add_argument("config", help=_CONFIG_HELP)
     evaluate.add_argument(
         "--checkpoint", required=True, help="checkpoint or run directory, or a tiny model name"
     )
@@ -45,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
             help="override config values, e.g. --set loss.lam=0.5 run.steps=100",
         )
         sub.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
+    init = commands.add_parser("init", help="print a bundled method config, to edit and pass to train")
+    init.add_argument("method", help="sft, kd, grpo, opd or dgrpo")
+    init.add_argument("--out", type=Path, default=None, help="write to this new file instead of stdout")
+    save = commands.add_parser("save-model", help="write an embedded tiny model + its tokenizer to a folder")
+    save.add_argument("name", help="tiny-qwen3 or tiny-qwen3-teacher")
+    save.add_argument("out", type=Path, help="new folder (loadable with transformers' from_pretrained)")
+    save.add_argument("--seed", type=int, default=0, help="initialisation seed (run.seed does the same)")
     schema = commands.add_parser("schema", help="print the JSON Schema of the config")
     schema.add_argument("--out", type=Path, default=None, help="write to this file instead of stdout")
     return parser
@@ -79,6 +92,29 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"  {task}: accuracy {cell['accuracy']:.3f} (n={cell['n']})")
 
 
+def init(args: argparse.Namespace) -> None:
+    from dgrpo.config import bundled_configs
+
+    bundled = bundled_configs()
+    if args.method not in bundled:
+        raise UserError(f"no bundled config '{args.method}'", f"choose one of {', '.join(bundled)}")
+    text = bundled[args.method].read_text(encoding="utf-8")
+    if args.out is None:
+        sys.stdout.write(text)
+        return
+    if args.out.exists():
+        raise UserError(f"{args.out} exists", "choose a new file name for --out")
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}; train with: dgrpo train {args.out}")
+
+
+def save_model(args: argparse.Namespace) -> None:
+    from dgrpo.models import save_embedded
+
+    save_embedded(args.name, args.out, seed=args.seed)
+    print(f"wrote {args.name} (seed {args.seed}) and its tokenizer to {args.out}")
+
+
 def export_schema(args: argparse.Namespace) -> None:
     from dgrpo.config import TrainConfig
 
@@ -90,7 +126,13 @@ def export_schema(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
-COMMANDS = {"train": train, "eval": evaluate, "schema": export_schema}
+COMMANDS = {
+    "train": train,
+    "eval": evaluate,
+    "init": init,
+    "save-model": save_model,
+    "schema": export_schema,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

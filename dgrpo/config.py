@@ -14,12 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dgrpo.errors import UserError
 from dgrpo.losses import AdvantageScale, AggregationMode, LambdaScheduleKind, ReverseKLEstimator
+from dgrpo.overrides import apply_override
 
 Method = Literal["sft", "kd", "grpo", "opd", "dgrpo"]
 
 
 class Terms(NamedTuple):
-    """Which parts of the one objective (DESIGN.md "Objective") a method switches on."""
+    """Which parts of the one objective (docs/objective.md) a method switches on."""
 
     pg: bool  # clipped policy gradient on group-relative advantages, L_pg
     opd: bool  # reverse KL to the teacher on student-sampled completions, L_opd
@@ -102,6 +103,15 @@ class DataConfig(Section):
         description="Field used as the fixed response by sft and kd: 'reference' (longblocks' gold "
         "reasoning and answer line) or a teacher-response field (map it in data.columns).",
     )
+    append_answer_line: bool = Field(
+        False,
+        description="sft/kd: end each fixed response with the answer line of the row's language, "
+        "built from its `answer` field ('Answer: <answer>'; 'Resposta:' / 'Antwort:' for language "
+        "pt / de), unless its last answer line already gives that answer. For teacher responses "
+        "that end with an inline 'Answer: X', a plain sentence or a bare name (the published "
+        "LongBlocks response_<model> columns): trained on as they are, they teach a format "
+        "longblocks.rewards scores as unparsable (docs/rows.md).",
+    )
     prompt_template: str | None = Field(
         None,
         description="Path to a jinja2 template that renders the user message from the row's fields. "
@@ -143,7 +153,7 @@ class RolloutConfig(Section):
         1.0,
         gt=0,
         description="τ for sampling. π_θ, π_old and teacher log-probs are all taken at this τ, so the "
-        "ratio and the KL refer to the distribution that sampled (DESIGN.md).",
+        "ratio and the KL refer to the distribution that sampled (docs/objective.md).",
     )
     top_p: float = Field(
         1.0, gt=0, le=1, description="Nucleus sampling; 1 keeps the full distribution (matches π at τ)."
@@ -194,7 +204,7 @@ class LossConfig(Section):
         "grpo",
         description="sft: cross-entropy on data.response_field; kd: forward KL to the teacher on those "
         "responses; grpo: clipped policy gradient on rewards; opd: reverse KL to the teacher on sampled "
-        "completions; dgrpo: grpo + λ·opd (DESIGN.md 'Objective'). See METHODS.",
+        "completions; dgrpo: grpo + λ·opd (docs/objective.md). See METHODS.",
     )
     estimator: ReverseKLEstimator = Field(
         "full",
@@ -389,11 +399,39 @@ class Rule(ValueError):
 # ------------------------------------------------------------------------------------------
 
 
+def bundled_configs() -> dict[str, Path]:
+    """Method name -> its example config: `configs/` of a checkout, `dgrpo/_configs` in a wheel."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "_configs", package.parent / "configs"):
+        if folder.is_dir():
+            return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+    return {}
+
+
+def config_path(name: str | Path) -> Path:
+    """A YAML file, or the name of a bundled config (`grpo` -> its configs/grpo.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = bundled_configs()
+    if str(name) in bundled:
+        return bundled[str(name)]
+    if path.suffix in (".yaml", ".yml") and path.stem in bundled:  # configs/grpo.yaml outside a checkout
+        fix = f"for the bundled one pass its name: `{path.stem}` (`dgrpo init {path.stem}` prints it)"
+    else:
+        fix = (
+            f"pass a YAML file or one of {', '.join(bundled) or 'sft, kd, grpo, opd, dgrpo'}; "
+            "`dgrpo init grpo > my.yaml` writes one to edit"
+        )
+    raise UserError(f"config '{name}' is neither a file nor a bundled config", fix)
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read `path` (YAML; None: all defaults), apply `a.b=value` overrides, validate."""
-    values = _read_yaml(Path(path)) if path is not None else {}
+    """Read `path` (a YAML file or a bundled config name; None: all defaults), apply `a.b=value`
+    overrides, validate."""
+    values = _read_yaml(config_path(path)) if path is not None else {}
     for item in overrides:
-        _apply_override(values, item)
+        apply_override(values, item, TrainConfig)
     return make_config(values)
 
 
@@ -411,10 +449,6 @@ def to_yaml(cfg: TrainConfig) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(
-            f"config file '{path}' not found", "pass the path of a YAML file, e.g. configs/dgrpo.yaml"
-        )
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -431,24 +465,6 @@ def _read_yaml(path: Path) -> dict:
     return values
 
 
-def _apply_override(values: dict, item: str) -> None:
-    """`loss.lam=0.5` -> values["loss"]["lam"] = 0.5; the value is parsed as YAML (1e-4 stays text
-    and pydantic converts it)."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"override '{item}' is not key=value", "write e.g. --set loss.lam=0.5")
-    *parents, leaf = key.strip().split(".")
-    node = values
-    for name in parents:
-        node = node.setdefault(name, {})
-        if not isinstance(node, dict):
-            raise UserError(f"override '{item}': '{name}' is not a section", "check the key path")
-    try:
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        node[leaf] = raw
-
-
 def _user_error(error: dict) -> UserError:
     loc = [str(part) for part in error["loc"]]
     where = ".".join(loc)
@@ -460,8 +476,12 @@ def _user_error(error: dict) -> UserError:
     if isinstance(original, Rule):
         return UserError(original.problem, original.fix)
     message = error["msg"].removeprefix("Value error, ")
-    shown = f" ({error['input']!r})" if not isinstance(error.get("input"), dict | list) else ""
+    shown = f" ({_shorten(repr(error['input']))})" if "input" in error else ""
     return UserError(f"invalid {where}{shown}: {message}", "see the field's description in dgrpo/config.py")
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _field_names(path: list[str]) -> list[str]:

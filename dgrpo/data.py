@@ -9,6 +9,7 @@ default reproduces `longblocks.row.prompt_messages` exactly. Rows over the token
 skipped and counted, never truncated.
 """
 
+import hashlib
 import logging
 import random
 from dataclasses import dataclass
@@ -20,9 +21,13 @@ from jinja2 import meta, sandbox
 
 from dgrpo.config import DataConfig
 from dgrpo.errors import UserError
+from longblocks.rewards import exact_match, parse_response
 
 log = logging.getLogger(__name__)
 
+# The answer-line label of each language (templates/<lang>/lexicon.yaml `answer_label`; a
+# test keeps them equal); other languages get the English one, which the rewards read too.
+ANSWER_LABELS = {"en": "Answer", "pt": "Resposta", "de": "Antwort"}
 DEFAULT_TEMPLATE = "{{ document }}\n\n{{ question }}\n\n{{ instruction }}"
 _ENV = sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
@@ -49,12 +54,14 @@ class Prepared:
 
 
 def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
-    """One split of a load_from_disk directory or of a load_dataset name/path."""
+    """One split of a load_from_disk directory, a local folder of data files, or a Hub name."""
     datasets.disable_progress_bars()
     path = Path(cfg.path)
     try:
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             data = datasets.load_from_disk(str(path))
+        elif path.is_dir():
+            data = _load_local_folder(path, cfg.name)
         else:
             data = datasets.load_dataset(cfg.path, cfg.name)
     except Exception as err:  # datasets raises FileNotFoundError, ValueError, DatasetNotFoundError...
@@ -68,6 +75,33 @@ def load_split(cfg: DataConfig, split: str) -> datasets.Dataset:
     if split not in data:
         raise UserError(f"dataset '{cfg.path}' has no split '{split}'", f"choose one of {', '.join(data)}")
     return data[split]
+
+
+def _load_local_folder(path: Path, name: str | None) -> datasets.DatasetDict:
+    """A folder of data files (a `longblocks publish --dry-run` tree, parquet or json files) via
+    load_dataset, cached under a folder named by the files' content hash. `datasets` keys its
+    own cache on the folder's name and the card's file patterns, not on the files, so a folder
+    rewritten in place (another dataset published to the same dry-run folder), or another
+    folder of the same name, would give rows read before."""
+    digest = content_fingerprint(path)
+    cache_dir = Path(datasets.config.HF_DATASETS_CACHE) / "dgrpo-local" / digest[:16]
+    log.info("data: %s, content sha256 %s", path, digest[:16])
+    # resolved: load_dataset(".") takes "." for a Hub name and fails
+    return datasets.load_dataset(str(path.resolve()), name, cache_dir=str(cache_dir))
+
+
+def content_fingerprint(folder: Path) -> str:
+    """sha256 over every file's relative path and bytes (hidden files and folders skipped)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = file.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        digest.update(f"{relative.as_posix()}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def prepare(
@@ -89,7 +123,7 @@ def prepare(
             continue
         response_ids = None
         if with_response:
-            response_ids = tokenizer(fields[cfg.response_field], add_special_tokens=False)["input_ids"]
+            response_ids = tokenizer(response_text(fields, cfg), add_special_tokens=False)["input_ids"]
             response_ids = [*response_ids, tokenizer.eos_token_id]
             if len(response_ids) > cfg.max_response_tokens:
                 skipped_response += 1
@@ -116,6 +150,25 @@ def row_fields(row: dict, cfg: DataConfig) -> dict:
         if row.get(column) is not None:
             fields[name] = row[column]
     return fields
+
+
+def response_text(fields: dict, cfg: DataConfig) -> str:
+    """The fixed response sft/kd train on; with data.append_answer_line, it ends with an answer
+    line the rewards read (see the field's description)."""
+    response = fields[cfg.response_field]
+    if not cfg.append_answer_line:
+        return response
+    answer = str(fields.get("answer", "")).strip()
+    if not answer:
+        raise UserError(
+            f"data.append_answer_line needs an answer, but row '{fields.get('id', '?')}' has none",
+            "map the answer column with data.columns.answer=<column>",
+        )
+    parsed = parse_response(response)
+    if parsed.status == "ok" and exact_match(parsed.answer, answer):
+        return response
+    label = ANSWER_LABELS.get(str(fields.get("language", "en")).split("-")[0].lower(), "Answer")
+    return f"{response.rstrip()}\n{label}: {answer}"
 
 
 def prompt_messages(fields: dict, template: str = DEFAULT_TEMPLATE) -> list[dict[str, str]]:

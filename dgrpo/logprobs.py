@@ -1,6 +1,6 @@
 """Completion-only log-probs and KL terms from hidden states, and the shared-prompt group forward.
 
-Long context is the point (DESIGN.md): nothing here builds [tokens × vocab] logits for a whole
+Long context is the point (docs/architecture.md): nothing here builds [tokens × vocab] logits for a whole
 sequence. The model returns final-norm hidden states at completion positions only; log-probs
 and KL terms apply the lm_head to `chunk_size` positions at a time inside one custom autograd
 function whose backward recomputes each chunk's logits, so forward and backward hold three
@@ -200,12 +200,32 @@ def logprobs_and_kl(
     kl: Literal["reverse", "forward"] = "reverse",
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, ...]:
-    """`completion_logprobs` and `reverse_kl_chunked` (or `forward_kl_chunked`) in one pass.
+    """`completion_logprobs` and the exact per-position KL to the teacher, in one pass.
 
-    Must equal those two calls (values and gradients); the student's logits are computed once
-    per chunk for both, which saves a third of the head's work (dGRPO needs both at the same
-    positions). Returns (logp [...], kl [...]), plus the detached student entropy [...] with
-    `with_entropy`.
+    `kl="reverse"`: D(π_θ ‖ π_T) = Σ_v p_θ(v) (log p_θ(v) − log p_T(v)) (opd/dgrpo, estimator
+    `full`); `kl="forward"`: D(π_T ‖ π_θ) = Σ_v p_T(v) (log p_T(v) − log p_θ(v)) (kd). Must
+    equal, in value and in gradient w.r.t. the student, the naive float64
+    `(p_s * (log_softmax(z_s) - log_softmax(z_t))).sum(-1)` (reverse; forward swaps the roles)
+    with `z_s = h_s W_sᵀ / τ`, `z_t = h_t W_t[:V]ᵀ / τ`, plus the naive log-probs of
+    `completion_logprobs`; memory ≈ 3 × chunk_size × V floats. The student's logits are computed
+    once per chunk for both outputs. Gradients dKL/dz_s: p_s ⊙ (log p_s − log p_t − KL)
+    (reverse), p_s − p_t (forward). The teacher gets no gradient: both its inputs are detached.
+
+    Args:
+        h_student: [..., H_s] student final-norm hidden states at completion positions.
+        w_student: [V, H_s] student lm_head weight.
+        targets: [...] completion token ids.
+        h_teacher: [..., H_t] teacher hidden states at the same positions (H_t may differ).
+        w_teacher: [V_t, H_t] teacher lm_head weight with V_t ≥ V. Only the first V rows are
+            used: a teacher embedding padded past the shared tokenizer is sliced to the
+            student's V, i.e. p_T is renormalised over the student's vocabulary (exact when the
+            padding rows are never predicted). The tokenizers must be the same (models.py checks).
+        temperature: τ applied to both student and teacher logits.
+        chunk_size: positions per chunk.
+
+    Returns:
+        (logp [...], kl [...]) in float32 (float64 for float64 student inputs), plus the
+        detached student entropy [...] with `with_entropy`.
     """
     logp, kl_value, entropy = _head(
         h_student, w_student, targets, h_teacher, w_teacher, temperature, chunk_size, kl, with_entropy
@@ -293,56 +313,6 @@ def gathered_logits(
     flat = hidden.reshape(-1, hidden.shape[-1])
     out = _GatheredLogits.apply(flat, lm_head_weight, ids.reshape(-1, width), chunk_size)
     return out.view(*lead, width)
-
-
-def reverse_kl_chunked(
-    h_student: torch.Tensor,
-    w_student: torch.Tensor,
-    h_teacher: torch.Tensor,
-    w_teacher: torch.Tensor,
-    temperature: float = 1.0,
-    chunk_size: int = 128,
-) -> torch.Tensor:
-    """Exact per-position reverse KL D(π_θ ‖ π_T) = Σ_v p_θ(v) (log p_θ(v) − log p_T(v)).
-
-    Must equal, in value and in gradient w.r.t. the student, the naive float64
-    `(p_s * (log_softmax(z_s) - log_softmax(z_t))).sum(-1)` with `z_s = h_s W_sᵀ / τ`,
-    `z_t = h_t W_t[:V]ᵀ / τ`, `p_s = softmax(z_s)`; memory ≈ 3 × chunk_size × V floats
-    (gradient dKL/dz_s = p_s ⊙ (log p_s − log p_t − KL)). The teacher gets no gradient: both
-    its inputs are detached.
-
-    Args:
-        h_student: [..., H_s] student final-norm hidden states at completion positions.
-        w_student: [V, H_s] student lm_head weight.
-        h_teacher: [..., H_t] teacher hidden states at the same positions (H_t may differ).
-        w_teacher: [V_t, H_t] teacher lm_head weight with V_t ≥ V. Only the first V rows are
-            used: a teacher embedding padded past the shared tokenizer is sliced to the
-            student's V, i.e. p_T is renormalised over the student's vocabulary (exact when the
-            padding rows are never predicted). The tokenizers must be the same (models.py checks).
-        temperature: τ applied to both student and teacher logits.
-        chunk_size: positions per chunk.
-
-    Returns:
-        kl [...] in float32 (float64 for float64 student inputs).
-    """
-    return _head(h_student, w_student, None, h_teacher, w_teacher, temperature, chunk_size, "reverse")[1]
-
-
-def forward_kl_chunked(
-    h_student: torch.Tensor,
-    w_student: torch.Tensor,
-    h_teacher: torch.Tensor,
-    w_teacher: torch.Tensor,
-    temperature: float = 1.0,
-    chunk_size: int = 128,
-) -> torch.Tensor:
-    """Exact per-position forward KL D(π_T ‖ π_θ) = Σ_v p_T(v) (log p_T(v) − log p_θ(v)).
-
-    Must equal the naive float64 `(p_t * (log_softmax(z_t) - log_softmax(z_s))).sum(-1)`
-    (notation and arguments as in `reverse_kl_chunked`; gradient dKL/dz_s = p_s − p_t flows to
-    the student only; same memory).
-    """
-    return _head(h_student, w_student, None, h_teacher, w_teacher, temperature, chunk_size, "forward")[1]
 
 
 def lm_head_weight(model: torch.nn.Module) -> torch.Tensor:
@@ -471,46 +441,3 @@ def group_forward(
             shared_prefix=prefix,
         ).last_hidden_state
         return torch.cat([first, h_rest], dim=1)
-
-
-def sequence_forward(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    completion_start: list[int],
-    *,
-    with_grad: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Final-norm hidden states at the completion positions of B independent sequences.
-
-    For the off-policy case (sft, kd) where prompts are not shared. Must equal the naive
-    per-row `model.model(input_ids[b:b+1, :L_b]).last_hidden_state[0, s_b-1 : L_b-1]` with
-    s_b = completion_start[b] and L_b = attention_mask[b].sum(); never builds [B, L, V] logits.
-
-    Args:
-        input_ids: [B, L] prompt + completion ids, right-padded.
-        attention_mask: [B, L] 1 for real tokens, 0 for right padding.
-        completion_start: per row, the index of the first completion token (≥ 1).
-        with_grad: build the autograd graph.
-
-    Returns:
-        (hidden [B, C, H], targets [B, C], mask [B, C]) with C = max_b (L_b − s_b): hidden[b, c]
-        is the output at position s_b + c − 1 and predicts targets[b, c] = input_ids[b, s_b + c];
-        mask[b, c] is True for c < L_b − s_b.
-    """
-    mask = attention_mask.to(torch.bool)
-    if (mask[:, 1:] & ~mask[:, :-1]).any():
-        raise ValueError("attention_mask must be right-padded (ones, then zeros)")
-    start = torch.as_tensor(completion_start, device=input_ids.device)
-    lengths = mask.sum(1)
-    if start.shape != lengths.shape or (start < 1).any() or (start > lengths).any():
-        raise ValueError("completion_start must hold one index in [1, length] per row")
-    with torch.set_grad_enabled(with_grad):
-        out = model.base_model(input_ids=input_ids, attention_mask=attention_mask.long())
-        hidden = out.last_hidden_state
-        n_completion = lengths - start
-        offsets = torch.arange(int(n_completion.max()), device=input_ids.device)
-        positions = (start[:, None] + offsets[None]).clamp(max=input_ids.shape[1] - 1)
-        targets = input_ids.gather(1, positions)
-        index = (positions - 1)[..., None].expand(-1, -1, hidden.shape[-1])
-        return hidden.gather(1, index), targets, offsets[None] < n_completion[:, None]

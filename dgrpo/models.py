@@ -3,11 +3,12 @@
 A model source is a local Hugging Face directory (never the Hub: `local_files_only`), a dgrpo
 run directory (its latest checkpoint), or an embedded tiny Qwen3-architecture model built from
 a config so every command runs offline. Tiny models use the embedded Qwen3 tokenizer
-(longblocks' offline copy, the one longblocks datasets are sized with) and Qwen3's padded
+(`longblocks.tokenizer`, the one longblocks datasets are sized with) and Qwen3's padded
 embedding size, so they exercise the same vocabulary-sized code paths as real Qwen3 models.
 """
 
 import logging
+import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from functools import cache, partial
@@ -50,7 +51,7 @@ def resolve_source(source: str) -> str:
 @cache
 def embedded_tokenizer():
     """The offline Qwen3 tokenizer shipped with longblocks (built once per process)."""
-    from longblocks.render.sizing import build_qwen3_tokenizer
+    from longblocks.tokenizer import build_qwen3_tokenizer
 
     return build_qwen3_tokenizer()
 
@@ -100,6 +101,29 @@ def build_tiny(name: str, seed: int) -> transformers.Qwen3ForCausalLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return transformers.Qwen3ForCausalLM(config)
+
+
+def save_embedded(name: str, out: Path, seed: int = 0) -> Path:
+    """Write the embedded tiny model `name` (initialised from `seed`, as `model.student=name`
+    with run.seed=seed would be) and the embedded tokenizer, chat template included, to the new
+    folder `out`: a Hugging Face directory any library loads with `from_pretrained(out)`.
+    Written to a temporary sibling and renamed, so a failure leaves nothing behind."""
+    if name not in TINY_MODELS:
+        raise UserError(f"no embedded model '{name}'", f"choose one of {', '.join(TINY_MODELS)}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not empty", "choose a new folder")
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build_tiny(name, seed).save_pretrained(tmp)
+        embedded_tokenizer().save_pretrained(tmp)
+        if out.exists():
+            out.rmdir()  # an empty folder the user made for us
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def prepare_for_training(model: transformers.PreTrainedModel, gradient_checkpointing: bool) -> None:

@@ -88,8 +88,8 @@ def _pg_opd(s: Signals, w: Weights):
 
 
 def _opd_full(s: Signals, w: Weights):
-    """λ·KL_t with the exact KL from `logprobs.logprobs_and_kl`, which must equal
-    `losses.reverse_kl_full(h_s W_sᵀ, h_t W_tᵀ, τ)` without building [N, C, V] logits."""
+    """λ·KL_t with the exact reverse KL from `logprobs.logprobs_and_kl`: Σ_v p_θ(v)(log p_θ(v) −
+    log p_T(v)) at τ, from hidden states, without building [N, C, V] logits."""
     return w.lam * s.kl_teacher, {}
 
 
@@ -109,8 +109,8 @@ def _ce(s: Signals, w: Weights):
 
 
 def _kd(s: Signals, w: Weights):
-    """Forward KL to the teacher from `logprobs.logprobs_and_kl(kl="forward")`, equal to
-    `losses.forward_kl(h_s W_sᵀ, h_t W_tᵀ, τ_kd)`."""
+    """Forward KL to the teacher from `logprobs.logprobs_and_kl(kl="forward")`: Σ_v p_T(v)(log
+    p_T(v) − log p_θ(v)) at τ_kd, from hidden states."""
     return s.kl_teacher, {}
 
 

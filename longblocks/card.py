@@ -9,6 +9,7 @@ default style (a user's matplotlibrc is ignored), a fixed size and dpi, numpy-co
 and no "Software" tag, the only metadata matplotlib writes into a PNG.
 """
 
+import hashlib
 import json
 import typing
 from collections import Counter, defaultdict
@@ -57,7 +58,10 @@ def write_card(
         plot_audit(results, folder / AUDIT_PLOT)
         written.append(folder / AUDIT_PLOT)
     readme = folder / "README.md"
-    readme.write_text(render_card(rows, cfg, summary, repo_id, results), encoding="utf-8")
+    readme.write_text(
+        render_card(rows, cfg, summary, repo_id, results, fingerprint=data_fingerprint(folder)),
+        encoding="utf-8",
+    )
     return written
 
 
@@ -76,6 +80,7 @@ def render_card(
     summary: dict,
     repo_id: str | None = None,
     audit: list[AuditResult] = (),
+    fingerprint: str = "",
 ) -> str:
     """The README.md text: YAML front matter for the Hub, then the card body."""
     all_rows = [r for split_rows in rows.values() for r in split_rows]
@@ -103,8 +108,21 @@ def render_card(
             audit_failed=[f"{r.task}: {r.name}" for r in audit if not r.passed],
             audit_min_rows=MIN_ROWS,
             audit_plot=AUDIT_PLOT,
+            fingerprint=fingerprint,
         )
     )
+
+
+def data_fingerprint(folder: Path) -> str:
+    """sha256 over the non-empty `data/*.parquet` shards (name, then bytes, in name order): the
+    same for a saved dataset and its published tree, different whenever a row differs."""
+    import pyarrow.parquet as pq
+
+    digest = hashlib.sha256()
+    for shard in sorted((Path(folder) / "data").glob("*.parquet")):
+        if pq.read_metadata(shard).num_rows:
+            digest.update(shard.name.encode() + b"\0" + shard.read_bytes())
+    return digest.hexdigest()
 
 
 def card_metadata(rows: dict[str, list[dict]]) -> dict:

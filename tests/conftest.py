@@ -10,6 +10,7 @@ from longblocks.render.context import ContextBuilder
 from longblocks.render.documents import Renderer
 from longblocks.render.sizing import load_counter
 from longblocks.world.graph import WorldGraph, WorldSize, build_world
+from tests.golden_files import match_golden
 
 
 def pytest_addoption(parser):
@@ -17,8 +18,10 @@ def pytest_addoption(parser):
 
 
 @pytest.fixture(scope="session")
-def update_golden(request) -> bool:
-    return request.config.getoption("--update-golden")
+def golden(request):
+    """golden(path, value, **json_dump_options): `value` must equal tests/golden/<file>."""
+    update = request.config.getoption("--update-golden")
+    return lambda path, value, **dump: match_golden(path, value, update, **dump)
 
 
 @pytest.fixture(scope="session")

@@ -92,16 +92,6 @@ def aggregate(
     return AGGREGATIONS[mode](per_token, mask, constant, total)
 
 
-def combine_loss_level(pg: Tensor, opd: Tensor, lam: float) -> Tensor:
-    """Loss-level dGRPO (DESIGN.md "Objective"): L_t = L_pg,t + λ·L_opd,t.
-
-    Shapes: ``pg`` and ``opd`` ``[B, T]`` per-token losses (e.g. from ``clipped_pg`` and a
-    reverse-KL estimator), result ``[B, T]``; reduce with ``aggregate``. Gradients flow to
-    both terms; λ is a plain float (see ``lambda_schedule``).
-    """
-    return pg + lam * opd
-
-
 def _schedule_constant(step: int, total_steps: int, lam: float, warmup_steps: int) -> float:
     return lam
 

@@ -1,5 +1,9 @@
-"""Distillation terms: reverse KL to the teacher on student-sampled states (OPD, three
-estimators) and forward KL on fixed responses (kd).
+"""Distillation terms on student-sampled states (OPD) that work from teacher log-probs: the
+``topk`` and ``sampled`` reverse-KL estimators.
+
+The exact KLs (the ``full`` OPD estimator and kd's forward KL) never build [B, T, V] logits:
+they come from hidden states, chunked over the vocabulary, in
+``dgrpo.logprobs.logprobs_and_kl``.
 
 All functions return a per-token loss ``[B, T]`` over completion positions only; reduce it with
 ``aggregate``. The teacher is always a fixed target: no gradient ever reaches teacher logits or
@@ -7,12 +11,10 @@ teacher log-probs. The temperature τ divides student and teacher logits alike, 
 τ used for sampling and old log-probs.
 """
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 ReverseKLEstimator = Literal["full", "topk", "sampled"]
 
@@ -27,83 +29,13 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
 
-def _reverse_kl_dense(logits_student: Tensor, logits_teacher: Tensor, temperature: float) -> Tensor:
-    """Σ_v p_θ(v)·(log p_θ(v) − log p_T(v)) over the last dim; teacher already detached."""
-    logp_student = torch.log_softmax(_upcast(logits_student) / temperature, dim=-1)
-    logp_teacher = torch.log_softmax(_upcast(logits_teacher) / temperature, dim=-1)
-    return (logp_student.exp() * (logp_student - logp_teacher)).sum(dim=-1)
-
-
-def _forward_kl_dense(logits_student: Tensor, logits_teacher: Tensor, temperature: float) -> Tensor:
-    """Σ_v p_T(v)·(log p_T(v) − log p_θ(v)) over the last dim; teacher already detached."""
-    logp_student = torch.log_softmax(_upcast(logits_student) / temperature, dim=-1)
-    logp_teacher = torch.log_softmax(_upcast(logits_teacher) / temperature, dim=-1)
-    return (logp_teacher.exp() * (logp_teacher - logp_student)).sum(dim=-1)
-
-
-def _chunked_over_positions(
-    dense_fn: Callable[[Tensor, Tensor, float], Tensor],
-    logits_student: Tensor,
-    logits_teacher: Tensor,
-    temperature: float,
-    chunk_size: int | None,
-) -> Tensor:
-    """``dense_fn`` applied to T-chunks of ``[B, T, V]`` inputs, concatenated to ``[B, T]``.
-
-    Must equal ``dense_fn(logits_student, logits_teacher, temperature)`` (values and gradients):
-    every position's softmax is independent of the others. With gradients on, each chunk runs
-    under activation checkpointing, so only one chunk's ``[B, chunk, V]`` softmax is alive at a
-    time (forward and backward) instead of all T positions' at once.
-    """
-    if chunk_size is None or chunk_size >= logits_student.shape[1]:
-        return dense_fn(logits_student, logits_teacher, temperature)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    chunks = zip(
-        torch.split(logits_student, chunk_size, dim=1),
-        torch.split(logits_teacher, chunk_size, dim=1),
-        strict=True,
-    )
-    recompute = torch.is_grad_enabled() and logits_student.requires_grad
-    parts = [
-        checkpoint(dense_fn, student, teacher, temperature, use_reentrant=False)
-        if recompute
-        else dense_fn(student, teacher, temperature)
-        for student, teacher in chunks
-    ]
-    return torch.cat(parts, dim=1)
-
-
-def reverse_kl_full(
-    logits_student: Tensor,
-    logits_teacher: Tensor,
-    temperature: float = 1.0,
-    chunk_size: int | None = None,
-) -> Tensor:
-    """Exact per-token reverse KL D_KL(π_θ(·|s_t) ‖ π_T(·|s_t)) (DESIGN.md OPD term, ``full``).
-
-    With p_θ = softmax(z_θ/τ) and p_T = softmax(z_T/τ) at each completion position t:
-    KL_t = Σ_v p_θ(v)·(log p_θ(v) − log p_T(v)).
-
-    Shapes: logits ``[B, T, V]`` at completion positions only (s_t are states the student
-    sampled); returns ``[B, T]``. Stop-gradient: the teacher logits are detached, so the gradient
-    is ∇_θ KL through p_θ only. ``chunk_size`` (over T) bounds memory to ``[B, chunk, V]``
-    softmaxes at a time and must match the naive
-    ``(p_s * (log_softmax(z_s/τ) - log_softmax(z_T/τ))).sum(-1)`` exactly.
-    """
-    _check_temperature(temperature)
-    # the teacher is a fixed target: block any gradient into the teacher's logits
-    logits_teacher = logits_teacher.detach()
-    return _chunked_over_positions(_reverse_kl_dense, logits_student, logits_teacher, temperature, chunk_size)
-
-
 def reverse_kl_topk(
     logits_student: Tensor,
     teacher_topk_logp: Tensor,
     teacher_topk_ids: Tensor,
     temperature: float = 1.0,
 ) -> Tensor:
-    """Reverse KL restricted to the teacher's top-k support (DESIGN.md OPD term, ``topk``).
+    """Reverse KL restricted to the teacher's top-k support (docs/objective.md, OPD term, ``topk``).
 
     For a teacher that returns only its top-k log-probs, both distributions are renormalised
     over the same k ids S_t (a choice: it keeps KL ≥ 0 and zero iff they agree on S_t):
@@ -156,31 +88,3 @@ def reverse_kl_sampled(
     # the behaviour policy is fixed: no gradient into log π_old (or into the on-policy copy)
     logp_old = logp.detach() if logp_old is None else logp_old.detach()
     return torch.exp(logp - logp_old) * kl_sample
-
-
-def forward_kl(
-    logits_student: Tensor,
-    logits_teacher: Tensor,
-    temperature: float = 1.0,
-    chunk_size: int | None = None,
-) -> Tensor:
-    """Per-token forward KL D_KL(π_T(·|s_t) ‖ π_θ(·|s_t)) on fixed responses (method ``kd``).
-
-    With p_θ = softmax(z_θ/τ) and p_T = softmax(z_T/τ): KL_t = Σ_v p_T(v)(log p_T(v) −
-    log p_θ(v)). Shapes: logits ``[B, T, V]`` at response positions only; returns ``[B, T]``.
-    Stop-gradient: teacher logits detached. ``chunk_size`` as in ``reverse_kl_full``; must match
-    the naive ``(p_T * (log_softmax(z_T/τ) - log_softmax(z_s/τ))).sum(-1)`` exactly.
-    """
-    _check_temperature(temperature)
-    # the teacher is a fixed target: block any gradient into the teacher's logits
-    logits_teacher = logits_teacher.detach()
-    return _chunked_over_positions(_forward_kl_dense, logits_student, logits_teacher, temperature, chunk_size)
-
-
-# Each estimator consumes a different teacher signal: full logits, top-k log-probs, or the
-# log-probs of the sampled tokens only. The teacher's capabilities decide which one is allowed.
-REVERSE_KL_ESTIMATORS: dict[str, Callable[..., Tensor]] = {
-    "full": reverse_kl_full,
-    "topk": reverse_kl_topk,
-    "sampled": reverse_kl_sampled,
-}

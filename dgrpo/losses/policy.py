@@ -40,7 +40,7 @@ def group_advantages(
     scale: AdvantageScale = "group",
     eps: float = 1e-6,
 ) -> Tensor:
-    """Group-relative advantages A_i = (r_i − mean_group(r)) / (std + ε) (DESIGN.md "Objective").
+    """Group-relative advantages A_i = (r_i − mean_group(r)) / (std + ε) (docs/objective.md).
 
     ``std`` is the population std (divide by n, ``correction=0``; not ``torch.std``'s default
     Bessel correction) of the group for ``"group"``, of the whole batch for ``"batch"``; for
@@ -86,7 +86,7 @@ def clipped_pg(
     eps_high: float,
     mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped GRPO surrogate (DESIGN.md "Objective", GRPO term; PPO-clip with DAPO's ε_low/ε_high).
+    """Clipped GRPO surrogate (docs/objective.md, GRPO term; PPO-clip with DAPO's ε_low/ε_high).
 
     ρ_t = exp(log π_θ(y_t) − log π_old(y_t)),
     L_t = −min(ρ_t·A_t, clip(ρ_t, 1 − ε_low, 1 + ε_high)·A_t).
@@ -132,7 +132,7 @@ def combine_advantage_level(
     logp_teacher: Tensor,
     lam: float,
 ) -> Tensor:
-    """Advantage-level dGRPO (DESIGN.md "Objective"): Â_t = A_i − λ·(log π_old(y_t) − log π_T(y_t)).
+    """Advantage-level dGRPO (docs/objective.md): Â_t = A_i − λ·(log π_old(y_t) − log π_T(y_t)).
 
     The sampled reverse-KL term, evaluated under the behaviour policy π_old, becomes a per-token
     penalty on the GRPO advantage; feed Â to ``clipped_pg`` so distillation is clipped alike.
@@ -146,11 +146,15 @@ def combine_advantage_level(
 
 
 def kl_to_ref(logp: Tensor, logp_ref: Tensor) -> Tensor:
-    """Per-token KL(π_θ ‖ π_ref) penalty, Schulman's k3 estimator (the β term in DESIGN.md).
+    """Per-token β-term penalty toward π_ref: Schulman's k3 estimator (docs/objective.md).
 
-    With δ_t = log π_ref(y_t) − log π_θ(y_t): k3_t = exp(δ_t) − δ_t − 1 ≥ 0, unbiased for the KL
-    when y_t ~ π_θ. Shapes: ``[B, T]`` log-probs of the sampled tokens; returns ``[B, T]``.
-    Stop-gradient: ``logp_ref`` is detached; ∂k3_t/∂log π_θ(y_t) = 1 − exp(δ_t).
+    With δ_t = log π_ref(y_t) − log π_θ(y_t): k3_t = exp(δ_t) − δ_t − 1 ≥ 0. Its VALUE is an
+    unbiased estimate of the reverse KL(π_θ ‖ π_ref) when y_t ~ π_θ. Its GRADIENT, taken through
+    log π_θ(y_t) with the sample fixed (as the loss does), is (1 − π_ref/π_θ)(y_t)·∇log π_θ(y_t),
+    whose expectation under y_t ~ π_θ is −Σ_y π_ref(y)∇log π_θ(y) = ∇_θ KL(π_ref ‖ π_θ): the
+    penalty pulls along the FORWARD KL, not the reverse KL its value reports (tested exactly).
+    Shapes: ``[B, T]`` log-probs of the sampled tokens; returns ``[B, T]``. Stop-gradient:
+    ``logp_ref`` is detached; ∂k3_t/∂log π_θ(y_t) = 1 − exp(δ_t).
     """
     # the reference policy is frozen: no gradient into its log-probs
     delta = logp_ref.detach() - logp

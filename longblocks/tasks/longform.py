@@ -4,17 +4,20 @@ The focus is a person or an organisation; the rubric is the facts that involve i
 tail), one item per fact. A *profile* asks for everything the documents say about the focus,
 so every fact about it that is not in the rubric is excluded from the context; a *timeline*
 asks for the dated facts (a `year` or `since` attribute) in chronological order
-(`verification.ordered`). Each rubric item is a JSON object:
+(`verification.ordered`). Each rubric item is a JSON object, one attributed claim:
 
-    {"fact": "f12", "relation": "founded_by", "keys": ["Mara Quill", "1987"], "year": 1987,
+    {"fact": "f12", "relation": "founded_by", "other": "Mara Quill", "names": ["Mara Quill",
+     "M. Quill"], "cues": ["found", "establish", ...], "language": "en", "year": 1987,
      "known": [1951, 1987, 1992]}
 
-`keys` are what a correct statement must contain in one sentence: the name of the other
-entity and, for a dated fact, its year (the focus is implied by the report's subject).
-`known` lists every year-like number (1000-2999) the world gives that other entity (its
-year, its facts' attributes) plus the focus's own year, so the reward can tell a misdated
-fact from another true one (see `rewards.score_rubric`). Two facts
-whose keys could not be told apart (one's keys within the other's) keep only the first.
+A report states the item when one stretch of a sentence names the other entity (`names`: its
+name and its aliases of two words or more), a word of the relation (`cues`, from
+`templates/<lang>/lexicon.yaml` `relation_cues`) and the year of a dated fact; the focus is
+the report's subject. `known` lists every year-like number (1000-2999) the world gives that
+other entity (its year, its facts' attributes) plus the focus's own year, so the reward can
+tell a misdated fact from another true one (see docs/rewards.md and `longblocks.rewards.rubric`).
+Two facts whose other entity and year could not be told apart (one's within the other's)
+keep only the first.
 """
 
 import json
@@ -23,6 +26,7 @@ import random
 from longblocks.render.documents import Renderer, nfc, variants
 from longblocks.render.env import render
 from longblocks.tasks.base import TaskInstance, TaskParams, register
+from longblocks.world.entities import lexicon
 from longblocks.world.graph import WorldGraph
 from longblocks.world.schema import Fact
 
@@ -38,18 +42,28 @@ def fact_year(fact: Fact) -> int | None:
 
 def rubric_item(graph: WorldGraph, fact: Fact, focus: str) -> dict:
     """The rubric item stating `fact` in a report about `focus` (see the module docstring)."""
-    other = fact.tail if fact.head == focus else fact.head
+    other = graph.entities[fact.tail if fact.head == focus else fact.head]
     year = fact_year(fact)
-    known = {graph.entities[other].year, graph.entities[focus].year} | {
-        v for f in graph.facts_of(other) for k, v in f.attributes.items() if k != "role"
+    known = {other.year, graph.entities[focus].year} | {
+        v for f in graph.facts_of(other.id) for k, v in f.attributes.items() if k != "role"
     }
+    language = graph.world.language
     return {
         "fact": fact.id,
         "relation": fact.relation,
-        "keys": [graph.entities[other].name, *([str(year)] if year is not None else [])],
+        "other": other.name,
+        # single-word aliases (an organisation's short form) could be part of any name
+        "names": [other.name, *(a for a in other.aliases if len(a.split()) > 1)],
+        "cues": lexicon(language)["relation_cues"][fact.relation],
+        "language": language,
         "year": year,
         "known": sorted(v for v in known if 1000 <= v <= 2999),
     }
+
+
+def _keys(item: dict) -> set[str]:
+    """What tells two items apart besides their relation: the other entity and the year."""
+    return {item["other"], *([str(item["year"])] if item["year"] is not None else [])}
 
 
 def rubric_facts(graph: WorldGraph, focus: str, variant: str) -> tuple[list[Fact], list[Fact]]:
@@ -58,7 +72,7 @@ def rubric_facts(graph: WorldGraph, focus: str, variant: str) -> tuple[list[Fact
     facts = sorted(graph.facts_of(focus), key=lambda f: (fact_year(f) is None, fact_year(f) or 0))
     kept, left_out, kept_keys = [], [], []
     for fact in facts:
-        keys = set(rubric_item(graph, fact, focus)["keys"])
+        keys = _keys(rubric_item(graph, fact, focus))
         if variant == "timeline" and fact_year(fact) is None:
             left_out.append(fact)
         elif any(keys <= other or other <= keys for other in kept_keys):

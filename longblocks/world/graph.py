@@ -12,6 +12,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from longblocks.world.aliases import with_aliases
 from longblocks.world.entities import KIND_LISTS, NameMaker, lexicon
 from longblocks.world.schema import RELATIONS, Entity, EntityType, Fact, World
 
@@ -137,6 +138,7 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
             add_fact("organised_by", event, rng.choice(hosts), year=event.year)
     pools = {"lives_in": towns, "headquartered_in": towns, "works_for": companies}
     _former_facts(rng, facts, entities, pools, add_fact)
+    entities = with_aliases(entities, language)  # needs every name: unique in the world
     return World.trusted(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
 
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from dgrpo.config import METHODS, TrainConfig, load_config, make_config, to_yaml
 from dgrpo.errors import UserError
-from dgrpo.losses import REVERSE_KL_ESTIMATORS
+from dgrpo.objective import TERMS
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
@@ -55,6 +55,25 @@ def test_overrides_parse_values_as_yaml(tmp_path):
     assert cfg.optim.betas == (0.9, 0.95) and cfg.optim.max_grad_norm is None
 
 
+def test_text_fields_receive_the_raw_override_text():
+    # configs/sft.yaml's documented example: ': ' and quotes would make YAML read a mapping
+    instruction = "End with a line 'Answer: <answer>'."
+    cfg = load_config(
+        None,
+        [f"data.defaults.instruction={instruction}", "model.student=1e-3", "run.out_dir=out/#1",
+         "loss.method=sft", "teacher.model=null", "data.name=~", "model.reference=yes"],
+    )  # fmt: skip
+    assert cfg.data.defaults == {"instruction": instruction}
+    assert cfg.model.student == "1e-3" and cfg.run.out_dir == "out/#1" and cfg.loss.method == "sft"
+    assert cfg.teacher.model is None and cfg.data.name is None and cfg.model.reference == "yes"
+
+
+def test_a_rejected_override_shows_the_value_received():
+    message = _error(overrides=["run.steps=a: b"])
+    assert message.startswith("invalid run.steps ({'a': 'b'}): ")
+    assert "invalid run.save_every ([1, 2])" in _error(overrides=["run.save_every=[1, 2]"])
+
+
 def test_overrides_win_over_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("loss:\n  method: sft\noptim:\n  lr: 0.5\n")
@@ -69,9 +88,9 @@ def test_method_table_rows():
     assert all(METHODS[m].samples for m in ("grpo", "opd", "dgrpo"))
 
 
-def test_estimator_choices_match_the_loss_registry():
+def test_estimator_choices_match_the_objective_terms():
     choices = TrainConfig.model_json_schema()["$defs"]["LossConfig"]["properties"]["estimator"]["enum"]
-    assert sorted(choices) == sorted(REVERSE_KL_ESTIMATORS)
+    assert sorted(choices) == sorted(name.removeprefix("opd_") for name in TERMS if name.startswith("opd_"))
 
 
 def _error(values=None, overrides=(), path=None) -> str:
@@ -131,4 +150,24 @@ def test_bad_yaml_files(tmp_path, text, expected):
 
 
 def test_missing_config_file(tmp_path):
-    assert "not found" in _error(path=tmp_path / "nope.yaml")
+    message = _error(path=tmp_path / "nope.yaml")
+    assert "nope.yaml' is neither a file nor a bundled config" in message and "dgrpo init" in message
+
+
+def test_a_checkout_path_outside_the_checkout_names_the_bundled_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "pass its name: `grpo` (`dgrpo init grpo` prints it)" in _error(path="configs/grpo.yaml")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_method_name_loads_its_bundled_config(method, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config(method) == load_config(Path(__file__).parents[2] / "configs" / f"{method}.yaml")
+
+
+def test_the_wheel_carries_the_bundled_configs():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    included = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert included["configs"] == "dgrpo/_configs"  # where bundled_configs() looks first

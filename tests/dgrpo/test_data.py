@@ -123,3 +123,126 @@ def test_batches_cross_epochs_and_resume_exactly():
     resumed.load_state_dict(state)
     assert [resumed.next() for _ in range(4)] == following
     assert Batches(5, 5, seed=0, shuffle=False).next() == [0, 1, 2, 3, 4]
+
+
+# ---------------------------------------------------------------- local folders: never stale
+
+
+def _dry_run(saved, out):
+    from longblocks.publish import publish
+
+    publish(saved, "me/longblocks", dry_run=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def second_dataset(tmp_path_factory):
+    """Another saved dataset with different rows and counts than `dataset_dir`."""
+    from longblocks import io
+    from longblocks.build import build
+    from longblocks.config import BuildConfig
+
+    cfg = BuildConfig(lengths=[1024], num_examples=6, examples_per_world=2, seed=11)
+    out = tmp_path_factory.mktemp("second") / "ds"
+    io.save(*build(cfg), cfg, out, overwrite=False)
+    return out
+
+
+def test_a_folder_rewritten_in_place_gives_the_new_rows(dataset_dir, second_dataset, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder, cfg = tmp_path / "hub", DataConfig(path=str(tmp_path / "hub"))
+    for saved in (dataset_dir, second_dataset):  # the second publish reuses the folder
+        shutil.rmtree(folder, ignore_errors=True)
+        _dry_run(saved, folder)
+        expected = datasets.load_from_disk(str(saved))
+        for split in ("train", "validation", "test"):
+            assert load_split(cfg, split)["id"] == expected[split]["id"], (saved, split)
+    assert len(load_split(cfg, "train")) != len(datasets.load_from_disk(str(dataset_dir))["train"])
+
+
+def test_data_path_dot_is_the_current_folder(dataset_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(_dry_run(dataset_dir, tmp_path / "hub"))
+    expected = datasets.load_from_disk(str(dataset_dir))["test"]["id"]
+    assert load_split(DataConfig(path="."), "test")["id"] == expected
+
+
+def test_content_fingerprint_follows_the_bytes_not_the_names(tmp_path):
+    from dgrpo.data import content_fingerprint
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.json").write_text('{"a": 1}\n')
+    before = content_fingerprint(tmp_path)
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "x").write_text("ignored")
+    assert content_fingerprint(tmp_path) == before
+    (tmp_path / "data" / "train.json").write_text('{"a": 2}\n')
+    assert content_fingerprint(tmp_path) != before
+
+
+# ---------------------------------------------------------------- published layout: answer lines
+
+
+@pytest.mark.parametrize(
+    ("response", "language", "expected"),
+    [
+        ("Ada moved there. Answer: Rome", "en", "Ada moved there. Answer: Rome\nAnswer: Rome"),
+        ("Ada lives in Rome.", "en", "Ada lives in Rome.\nAnswer: Rome"),
+        ("Rome", "pt", "Rome\nResposta: Rome"),
+        ("Roma, claro.\n", "de", "Roma, claro.\nAntwort: Rome"),
+        ("Reasoning.\nAnswer: the rome", "en", "Reasoning.\nAnswer: the rome"),  # already read as Rome
+        ("Reasoning.\nAnswer: Paris", "en-GB", "Reasoning.\nAnswer: Paris\nAnswer: Rome"),
+        ("Ok.", "fr", "Ok.\nAnswer: Rome"),
+    ],
+)
+def test_append_answer_line(response, language, expected):
+    from dgrpo.data import response_text
+    from longblocks.rewards import score
+
+    fields = {"answer": "Rome", "language": language, "response_x": response}
+    cfg = DataConfig(response_field="response_x", append_answer_line=True)
+    assert response_text(fields, cfg) == expected
+    assert score(expected, {"kind": "exact", "answer": "Rome"}).value == 1.0
+    assert response_text(fields, DataConfig(response_field="response_x")) == response  # off by default
+
+
+def test_answer_labels_are_the_lexicon_labels():
+    from pathlib import Path
+
+    import yaml
+
+    from dgrpo.data import ANSWER_LABELS
+
+    templates = Path(__file__).parents[2] / "templates"
+    lexicons = {
+        p.parent.name: yaml.safe_load(p.read_text())["answer_label"] for p in templates.glob("*/lexicon.yaml")
+    }
+    assert lexicons == ANSWER_LABELS
+
+
+def test_published_layout_targets_score_under_the_reward_trainers_use(dataset_dir, tmp_path, tokenizer):
+    """Rows of the published layout (teacher responses ending with an inline answer, a sentence
+    or a bare name): with data.append_answer_line every sft target scores 1 under the reward
+    grpo/eval apply to such rows (exact match against `answer`); without it, none parses."""
+    from longblocks.rewards import score
+
+    source = datasets.load_from_disk(str(dataset_dir))["train"]
+    endings = [lambda a: f"So it is {a}.", lambda a: f"Following the chain. Answer: {a}", lambda a: a]
+    published = source.select_columns(["id", "document", "source", "language", "question", "answer"])
+    published = published.add_column(
+        "response_teacher", [endings[i % 3](row["answer"]) for i, row in enumerate(source)]
+    )
+    path = tmp_path / "published"
+    datasets.DatasetDict({"train": published}).save_to_disk(str(path))
+    base = dict(path=str(path), response_field="response_teacher", max_prompt_tokens=4096,
+                defaults={"instruction": "End with a line 'Answer: <answer>'."})  # fmt: skip
+    for append, expected in ((True, 1.0), (False, 0.0)):
+        cfg = DataConfig(**base, append_answer_line=append)
+        examples = prepare(cfg, tokenizer, "train", with_response=True, with_verification=True).examples
+        assert len(examples) == len(source)
+        for example in examples:
+            assert example.verification["kind"] == "exact"
+            target = tokenizer.decode(example.response_ids[:-1])
+            assert score(target, example.verification).value == expected, target

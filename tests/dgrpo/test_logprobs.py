@@ -7,13 +7,10 @@ from transformers.models.qwen3 import modeling_qwen3
 
 from dgrpo.logprobs import (
     completion_logprobs,
-    forward_kl_chunked,
     gathered_logits,
     group_forward,
     lm_head_weight,
     logprobs_and_kl,
-    reverse_kl_chunked,
-    sequence_forward,
     topk_logprobs,
 )
 
@@ -123,7 +120,11 @@ def test_kl_matches_naive_float64(reverse, chunk_size):
     h_teacher = torch.randn(n, h_t, **f64, requires_grad=True)
     w_teacher = torch.randn(v + 6, h_t, **f64, requires_grad=True)
     weights = torch.randn(n, **f64)
-    kl_fn = reverse_kl_chunked if reverse else forward_kl_chunked
+    targets = torch.randint(0, v, (n,), generator=gen)
+
+    def kl_fn(*args):  # the KL alone: its gradient must not need the log-probs' term
+        return logprobs_and_kl(*args[:2], targets, *args[2:], kl="reverse" if reverse else "forward")[1]
+
     kl = kl_fn(h_student, w_student, h_teacher, w_teacher, TAU, chunk_size)
     ref = naive_kl(h_student, w_student, h_teacher, w_teacher, TAU, reverse)
     torch.testing.assert_close(kl, ref, rtol=1e-12, atol=1e-12)
@@ -193,13 +194,14 @@ def test_gathered_logits_match_einsum_with_repeated_ids(head, chunk_size):
 def test_kl_is_zero_for_identical_models_and_rejects_small_teacher_vocab():
     gen = torch.Generator().manual_seed(2)
     h, w = torch.randn(10, 8, generator=gen), torch.randn(30, 8, generator=gen)
-    kl = reverse_kl_chunked(h, w, h, w, 1.0, 3)
+    targets = torch.zeros(10, dtype=torch.long)
+    _, kl = logprobs_and_kl(h, w, targets, h, w, 1.0, 3)
     torch.testing.assert_close(kl, torch.zeros(10), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="vocabulary"):
-        reverse_kl_chunked(h, w, h, w[:20], 1.0, 3)
+        logprobs_and_kl(h, w, targets, h, w[:20], 1.0, 3)
 
 
-# ---------------------------------------------------------------- group / sequence forward
+# ---------------------------------------------------------------- group forward
 
 
 def tiny_qwen3(vocab_size=1000, dtype=torch.float32, seed=0):
@@ -338,23 +340,6 @@ def test_group_forward_rejects_left_padding():
         group_forward(tiny_qwen3(), prompt, completions, mask.flip(1), with_grad=False)
 
 
-def test_sequence_forward_matches_per_row_forward():
-    model = tiny_qwen3().eval()
-    gen = torch.Generator().manual_seed(4)
-    input_ids = torch.randint(0, 1000, (3, 12), generator=gen)
-    attention_mask = torch.ones(3, 12, dtype=torch.long)
-    attention_mask[0, 9:] = 0
-    attention_mask[2, 6:] = 0
-    starts = [4, 7, 5]
-    hidden, targets, mask = sequence_forward(model, input_ids, attention_mask, starts)
-    assert hidden.shape == (3, 5, 64) and mask.sum(1).tolist() == [5, 5, 1]
-    for b, (start, length) in enumerate(zip(starts, attention_mask.sum(1).tolist(), strict=True)):
-        row = model.model(input_ids[b : b + 1, :length]).last_hidden_state[0, start - 1 : length - 1]
-        n = length - start
-        torch.testing.assert_close(hidden[b, :n], row, rtol=1e-5, atol=1e-6)
-        assert targets[b, :n].tolist() == input_ids[b, start:length].tolist()
-
-
 @pytest.mark.parametrize(("dtype", "rtol"), [(torch.float32, 5e-5), (torch.float64, 1e-10)])
 def test_full_vocab_qwen3_head(dtype, rtol, request):
     """V=151,936 (the Qwen3 vocabulary), short sequences: group forward + logprobs + reverse KL
@@ -370,8 +355,7 @@ def test_full_vocab_qwen3_head(dtype, rtol, request):
     with torch.no_grad():
         h_teacher = group_forward(teacher, prompt, completions, mask, with_grad=False)
     w_s, w_t = lm_head_weight(model), lm_head_weight(teacher)
-    logp = completion_logprobs(hidden[keep], w_s, completions[keep], TAU, 3)
-    kl = reverse_kl_chunked(hidden[keep], w_s, h_teacher[keep], w_t, TAU, 3)
+    logp, kl = logprobs_and_kl(hidden[keep], w_s, completions[keep], h_teacher[keep], w_t, TAU, 3)
     (logp.sum() + kl.sum()).backward()
     grad = w_s.grad.clone()
     model.zero_grad()

@@ -12,7 +12,6 @@ from dgrpo.losses import (
     ADVANTAGE_SCALES,
     AGGREGATIONS,
     LAMBDA_SCHEDULES,
-    REVERSE_KL_ESTIMATORS,
     AdvantageScale,
     AggregationMode,
     LambdaScheduleKind,
@@ -20,17 +19,16 @@ from dgrpo.losses import (
     aggregate,
     clipped_pg,
     combine_advantage_level,
-    combine_loss_level,
     cross_entropy,
-    forward_kl,
     group_advantages,
     kl_to_ref,
     lambda_schedule,
     masked_mean,
-    reverse_kl_full,
     reverse_kl_sampled,
     reverse_kl_topk,
 )
+from dgrpo.objective import TERMS
+from tests.dgrpo.reference import dense_forward_kl, dense_reverse_kl
 
 B, T, V, K = 3, 5, 7, 4
 F64 = torch.float64
@@ -136,13 +134,11 @@ def ref_group_advantages(rewards, group_size, scale, eps):
 
 
 def test_registries_cover_their_literals():
-    assert set(REVERSE_KL_ESTIMATORS) == set(get_args(ReverseKLEstimator))
+    # estimator names dispatch through the objective's term registry
+    assert {f"opd_{name}" for name in get_args(ReverseKLEstimator)} <= set(TERMS)
     assert set(AGGREGATIONS) == set(get_args(AggregationMode))
     assert set(ADVANTAGE_SCALES) == set(get_args(AdvantageScale))
     assert set(LAMBDA_SCHEDULES) == set(get_args(LambdaScheduleKind))
-    assert REVERSE_KL_ESTIMATORS["full"] is reverse_kl_full
-    assert REVERSE_KL_ESTIMATORS["topk"] is reverse_kl_topk
-    assert REVERSE_KL_ESTIMATORS["sampled"] is reverse_kl_sampled
 
 
 # ---------------------------------------------------------------- group_advantages
@@ -269,80 +265,6 @@ def test_clipped_pg_rejects_mismatched_advantages():
         clipped_pg(torch.zeros(B, T), torch.zeros(B, T), torch.zeros(B + 1), 0.2, 0.2)
 
 
-# ---------------------------------------------------------------- reverse_kl_full / forward_kl
-
-
-@pytest.mark.parametrize(("fn", "ref"), [(reverse_kl_full, ref_reverse_kl), (forward_kl, ref_forward_kl)])
-@pytest.mark.parametrize("tau", [1.0, 0.7])
-@pytest.mark.parametrize("chunk_size", [None, 2])
-def test_dense_kl_matches_reference(fn, ref, tau, chunk_size):
-    zs = randn(B, T, V, seed=10, scale=2.0, grad=True)
-    zt = randn(B, T, V, seed=11, scale=2.0)
-    got = fn(zs, zt, tau, chunk_size=chunk_size)
-    expected = per_position(lambda a, b: ref(a, b, tau), zs, zt)
-    close(got, expected)
-    assert (got > -1e-12).all()
-    weights = randn(B, T, seed=12)
-    close(grads((got * weights).sum(), zs)[0], grads((expected * weights).sum(), zs)[0])
-
-
-@pytest.mark.parametrize("fn", [reverse_kl_full, forward_kl])
-@pytest.mark.parametrize("chunk_size", [1, 2, 3])
-def test_dense_kl_chunked_equals_unchunked(fn, chunk_size):
-    zs = randn(B, T, V, seed=13, scale=3.0, grad=True)
-    zt = randn(B, T, V, seed=14, scale=3.0)
-    weights = randn(B, T, seed=15)
-    whole = fn(zs, zt, 0.7)
-    chunked = fn(zs, zt, 0.7, chunk_size=chunk_size)
-    close(chunked, whole, tol=1e-14)
-    close(grads((chunked * weights).sum(), zs)[0], grads((whole * weights).sum(), zs)[0], tol=1e-14)
-    with torch.no_grad():
-        close(fn(zs, zt, 0.7, chunk_size=chunk_size), whole.detach(), tol=1e-14)
-
-
-@pytest.mark.parametrize("fn", [reverse_kl_full, forward_kl])
-@pytest.mark.parametrize("chunk_size", [None, 2])
-def test_dense_kl_gives_teacher_no_gradient(fn, chunk_size):
-    zs = randn(B, T, V, seed=16, grad=True)
-    zt = randn(B, T, V, seed=17, grad=True)
-    g_student, g_teacher = grads(fn(zs, zt, 1.0, chunk_size=chunk_size).sum(), (zs, zt))
-    assert g_student is not None and g_student.abs().sum() > 0
-    assert g_teacher is None
-
-
-@pytest.mark.parametrize("fn", [reverse_kl_full, forward_kl])
-def test_dense_kl_temperature_divides_both_sides(fn):
-    zs = randn(B, T, V, seed=18, grad=True)
-    zt = randn(B, T, V, seed=19)
-    tempered = fn(zs, zt, 0.7)
-    manual = fn(zs / 0.7, zt / 0.7, 1.0)
-    close(tempered, manual)
-    close(grads(tempered.sum(), zs)[0], grads(manual.sum(), zs)[0])
-    assert not torch.allclose(tempered, fn(zs / 0.7, zt, 1.0))  # τ on the student only differs
-
-
-def test_dense_kl_is_zero_for_identical_distributions():
-    z = randn(B, T, V, seed=20)
-    close(reverse_kl_full(z, z + 3.0, 0.7), torch.zeros(B, T, dtype=F64))
-    close(forward_kl(z, z - 1.0), torch.zeros(B, T, dtype=F64))
-
-
-def test_dense_kl_upcasts_half_precision():
-    zs, zt = randn(B, T, V, seed=21), randn(B, T, V, seed=22)
-    got = reverse_kl_full(zs.bfloat16(), zt.bfloat16(), 0.7, chunk_size=2)
-    assert got.dtype == torch.float32
-    expected = reverse_kl_full(zs.bfloat16().double(), zt.bfloat16().double(), 0.7)
-    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_dense_kl_rejects_bad_arguments():
-    z = torch.zeros(B, T, V)
-    with pytest.raises(ValueError, match="temperature"):
-        reverse_kl_full(z, z, 0.0)
-    with pytest.raises(ValueError, match="chunk_size"):
-        forward_kl(z, z, 1.0, chunk_size=0)
-
-
 # ---------------------------------------------------------------- reverse_kl_topk
 
 
@@ -367,7 +289,7 @@ def test_topk_kl_with_full_support_equals_full_kl():
     ids = torch.arange(V).flip(0).expand(B, T, V).contiguous()
     teacher_logp = torch.log_softmax(zt, -1).gather(-1, ids)
     topk = reverse_kl_topk(zs, teacher_logp, ids, 0.7)
-    full = reverse_kl_full(zs, zt, 0.7)
+    full = dense_reverse_kl(zs, zt, 0.7)
     close(topk, full)
     close(grads(topk.sum(), zs)[0], grads(full.sum(), zs)[0])
 
@@ -434,11 +356,33 @@ def test_sampled_kl_expected_gradient_is_exact_reverse_kl_gradient(off_policy):
         expected_grad += weight * grads(loss, theta)[0]
     close(expected_value, exact.detach())
     close(expected_grad, exact_grad)
-    full = reverse_kl_full(theta.view(1, 1, 5), teacher_logp.view(1, 1, 5)).sum()
+    full = dense_reverse_kl(theta.view(1, 1, 5), teacher_logp.view(1, 1, 5)).sum()
     close(expected_grad, grads(full, theta)[0])
 
 
 # ---------------------------------------------------------------- kl_to_ref, cross_entropy
+
+
+def test_kl_to_ref_value_is_reverse_kl_but_its_gradient_is_forward_kl():
+    """Exact expectations over a 5-token vocabulary with y ~ π_θ: E[k3] = KL(π_θ ‖ π_ref) and
+    E[∇_θ k3] = ∇_θ KL(π_ref ‖ π_θ), which differs from ∇_θ KL(π_θ ‖ π_ref)."""
+    theta = randn(5, seed=70, grad=True)
+    logp_ref = torch.log_softmax(randn(5, seed=71, scale=1.5), -1)
+    weights = torch.softmax(theta.detach(), -1)
+
+    def expected_k3():
+        logp = torch.log_softmax(theta, -1)
+        return sum(weights[y] * kl_to_ref(logp[y], logp_ref[y]) for y in range(5))
+
+    def kl(reverse: bool):
+        logp = torch.log_softmax(theta, -1)
+        p, q = (logp, logp_ref) if reverse else (logp_ref, logp)
+        return (p.exp() * (p - q)).sum()
+
+    close(expected_k3().detach(), kl(reverse=True).detach())
+    grad = grads(expected_k3(), theta)[0]
+    close(grad, grads(kl(reverse=False), theta)[0])
+    assert not torch.allclose(grad, grads(kl(reverse=True), theta)[0], atol=1e-3)
 
 
 def test_kl_to_ref_matches_reference_and_blocks_ref_gradient():
@@ -543,11 +487,11 @@ def loss_cases():
             (randn(B, T, seed=48), randn(B, T, seed=49, scale=0.3), randn(B, T, seed=50)),
         ),
         "full": (
-            lambda s, t: reverse_kl_full(s, t, 0.7, 2),
+            lambda s, t: dense_reverse_kl(s, t, 0.7),
             (randn(B, T, V, seed=51), randn(B, T, V, seed=52)),
         ),
         "forward": (
-            lambda s, t: forward_kl(s, t, 0.7, 2),
+            lambda s, t: dense_forward_kl(s, t, 0.7),
             (randn(B, T, V, seed=53), randn(B, T, V, seed=54)),
         ),
         "topk": (
@@ -618,16 +562,6 @@ def test_combine_advantage_level_matches_reference_and_is_constant():
     logp = randn(B, T, seed=65, grad=True)
     per_token, _ = clipped_pg(logp, logp_old, got, 0.2, 0.2)
     assert grads(per_token.sum(), (logp, adv, logp_old, logp_teacher))[1:] == (None, None, None)
-
-
-def test_combine_loss_level_weights_distillation():
-    pg = randn(B, T, seed=66, grad=True)
-    opd = randn(B, T, seed=67, grad=True)
-    got = combine_loss_level(pg, opd, 0.3)
-    close(got, pg + 0.3 * opd)
-    g_pg, g_opd = grads(got.sum(), (pg, opd))
-    close(g_pg, torch.ones(B, T, dtype=F64))
-    close(g_opd, torch.full((B, T), 0.3, dtype=F64))
 
 
 @pytest.mark.parametrize(

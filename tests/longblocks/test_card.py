@@ -182,3 +182,19 @@ def test_generate_command_spells_every_flag():
 )
 def test_size_category(n, label):
     assert card.size_category(n) == label
+
+
+def test_card_carries_the_content_fingerprint_of_its_rows(tmp_path):
+    from longblocks.publish import publish
+
+    fingerprints = []
+    for seed in (1, 2):
+        cfg = BuildConfig(lengths=[1024], num_examples=4, examples_per_world=2, seed=seed)
+        io.save(*build(cfg), cfg, tmp_path / f"ds{seed}", overwrite=False)
+        publish(tmp_path / f"ds{seed}", "me/lb", dry_run=tmp_path / f"hub{seed}")
+        saved = card.data_fingerprint(tmp_path / f"ds{seed}")
+        assert len(saved) == 64 and saved == card.data_fingerprint(tmp_path / f"hub{seed}")
+        for folder in (f"ds{seed}", f"hub{seed}"):  # the card says it, in the copy and in the tree
+            assert f"`sha256:{saved}`" in (tmp_path / folder / "README.md").read_text()
+        fingerprints.append(saved)
+    assert fingerprints[0] != fingerprints[1]

@@ -4,9 +4,10 @@ import pytest
 
 from longblocks.build import build
 from longblocks.config import BuildConfig
-from longblocks.render.sizing import HFCounter, load_counter, save_qwen3_tokenizer
+from longblocks.render.sizing import HFCounter, load_counter
 from longblocks.rewards import score
 from longblocks.row import prompt_messages
+from longblocks.tokenizer import save_qwen3_tokenizer
 from longblocks.world.graph import WorldGraph
 
 

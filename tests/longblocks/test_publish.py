@@ -24,6 +24,9 @@ def saved(tmp_path_factory) -> Path:
     return out
 
 
+# Uploads themselves run against a stand-in of the Hub's HTTP API: test_publish_hub.py.
+
+
 @pytest.fixture(autouse=True)
 def offline_hub(monkeypatch):
     """No test reaches the network: the Hub calls fail unless a test replaces them."""
@@ -192,34 +195,6 @@ def test_hub_refusal_is_one_line(saved, monkeypatch, status, message):
     with pytest.raises(UserError, match=message) as error:
         publish.publish(saved, REPO)
     _one_line(error.value)
-
-
-def test_upload_sends_the_dry_run_tree(saved, tmp_path, monkeypatch):
-    calls = {}
-
-    def create_repo(self, repo_id, **kwargs):
-        calls["create"] = (repo_id, kwargs)
-        return f"https://huggingface.co/datasets/{repo_id}"
-
-    def upload_folder(self, **kwargs):
-        calls["upload"] = kwargs
-        folder = Path(kwargs["folder_path"])
-        calls["files"] = {name: (folder / name).read_bytes() for name in _files(folder)}
-
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_fake_token")
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
-    done = publish.publish(saved, REPO, private=True)
-    assert calls["create"] == (REPO, {"repo_type": "dataset", "private": True, "exist_ok": True})
-    assert calls["upload"]["repo_id"] == REPO and calls["upload"]["repo_type"] == "dataset"
-    assert "data/*.parquet" in calls["upload"]["delete_patterns"]  # no stale shards stay behind
-    publish.publish(saved, REPO, dry_run=tmp_path / "repo")
-    assert calls["files"] == {
-        name: (tmp_path / "repo" / name).read_bytes() for name in _files(tmp_path / "repo")
-    }
-    assert done.location == f"https://huggingface.co/datasets/{REPO}" and set(done.files) == set(
-        calls["files"]
-    )
 
 
 def _cli(capsys, *argv):

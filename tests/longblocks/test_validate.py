@@ -260,7 +260,7 @@ def test_cli_exit_codes(saved, clean_rows, tmp_path, capsys):
 
 @pytest.mark.slow  # converts the vocabulary and loads a transformers tokenizer (~5 s)
 def test_tokenizer_override_counts_with_a_local_hf_tokenizer(saved, tmp_path):
-    from longblocks.render.sizing import save_qwen3_tokenizer
+    from longblocks.tokenizer import save_qwen3_tokenizer
 
     # The same vocabulary as a transformers tokenizer must measure the same n_tokens.
     report = validate_dataset(saved, tokenizer=str(save_qwen3_tokenizer(tmp_path / "qwen3")))

@@ -9,17 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
+from longblocks import tokenizer as embedded
 from longblocks.errors import UserError
-from longblocks.render import sizing
 from longblocks.render.sizing import (
     HFCounter,
     TiktokenCounter,
-    build_qwen3_tokenizer,
     load_counter,
     parse_length,
     parse_lengths,
-    save_qwen3_tokenizer,
 )
+from longblocks.tokenizer import build_qwen3_tokenizer, save_qwen3_tokenizer
 
 SPECIAL_IDS = {
     151643: "<|endoftext|>",
@@ -166,7 +165,7 @@ def test_vocabulary_and_special_ids(hf_tokenizer):
     assert len(hf_tokenizer.get_vocab()) == 151669
     assert hf_tokenizer.vocab_size == 151643  # ranks only, as Qwen3 reports it
     assert {i: hf_tokenizer.convert_ids_to_tokens(i) for i in SPECIAL_IDS} == SPECIAL_IDS
-    assert sizing.qwen3_encoding().n_vocab == 151669
+    assert embedded.qwen3_encoding().n_vocab == 151669
     assert hf_tokenizer.eos_token == "<|im_end|>"
     assert hf_tokenizer.pad_token == "<|endoftext|>"
     assert hf_tokenizer.model_max_length == 131072
@@ -202,7 +201,7 @@ def test_special_token_strings_count_once():
 @given(text=st.one_of(TEXT, st.sampled_from(CORPUS)))
 def test_plain_text_shortcut_equals_special_aware_encoding(text):
     """Text without "<" skips tiktoken's special-token scan; the ids must not change."""
-    full = sizing.qwen3_encoding().encode(unicodedata.normalize("NFC", text), allowed_special="all")
+    full = embedded.qwen3_encoding().encode(unicodedata.normalize("NFC", text), allowed_special="all")
     assert TiktokenCounter().encode(text) == full
 
 

@@ -66,10 +66,14 @@ def test_profile_leaves_nothing_about_the_focus_out_of_the_rubric(graph):
         assert rubric <= about and about - rubric <= instance.excluded
 
 
+def _keys(item: dict) -> set[str]:
+    return {item["other"], *([str(item["year"])] if item["year"] is not None else [])}
+
+
 def test_items_can_be_told_apart(graph):
-    """No item's keys lie within another's: a sentence stating one never states another."""
+    """No item's other entity and year lie within another's: a sentence stating one never states another."""
     for instance in _instances(graph):
-        keys = [set(json.loads(item)["keys"]) for item in instance.verification["rubric"]]
+        keys = [_keys(json.loads(item)) for item in instance.verification["rubric"]]
         assert not [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :] if a <= b or b <= a]
 
 
@@ -79,18 +83,21 @@ def test_row_rederives_from_the_graph(graph, builder):
         assert TASK.check(row, graph) == []
         for item, ref in zip(_items(row), row["verification"]["evidence"], strict=True):
             assert row["document"].count(ref["sentence"]) == 1
-            assert all(key in ref["sentence"] for key in item["keys"])
+            assert all(key in ref["sentence"] for key in _keys(item))
+            assert item["names"][0] == item["other"] and item["language"] == "en" and item["cues"]
         assert row["reference"].splitlines()[-1] == f"Answer: {row['answer']}"
 
 
 def test_check_catches_corrupted_rows(graph, builder):
     row = next(r for r in (_row(graph, builder, s) for s in range(10)) if r["verification"]["ordered"])
     items = _items(row)
-    wrong_year = [dict(items[0], keys=[items[0]["keys"][0], "1234"], year=1234), *items[1:]]
-    assert any("keys" in p for p in TASK.check(_with_items(row, wrong_year), graph))
-    other = next(e for e in graph.world.entities if e.name not in items[0]["keys"])
-    wrong_entity = [dict(items[0], keys=[other.name, *items[0]["keys"][1:]]), *items[1:]]
-    assert any("keys" in p for p in TASK.check(_with_items(row, wrong_entity), graph))
+    wrong_year = [dict(items[0], year=1234), *items[1:]]
+    assert any("year" in p for p in TASK.check(_with_items(row, wrong_year), graph))
+    other = next(e for e in graph.world.entities if e.name != items[0]["other"])
+    wrong_entity = [dict(items[0], other=other.name), *items[1:]]
+    assert any("other" in p for p in TASK.check(_with_items(row, wrong_entity), graph))
+    no_cues = [dict(items[0], cues=[]), *items[1:]]
+    assert any("cues" in p for p in TASK.check(_with_items(row, no_cues), graph))
     first, last = items[0], items[-1]
     assert first["year"] < last["year"]
     swapped = _with_items(row, [last, *items[1:-1], first])
@@ -123,9 +130,31 @@ def test_reference_earns_the_full_reward_in_every_language(language):
         assert TASK.check(row, graphs[row["world_id"]]) == [], row["id"]
 
 
-def test_row_matches_golden_file(graph, builder, update_golden):
-    row = _row(graph, builder, 5, length=2048)
-    if update_golden:  # a missing golden fails below: goldens are rewritten on purpose only
-        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-        GOLDEN.write_text(json.dumps(row, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    assert row == json.loads(GOLDEN.read_text(encoding="utf-8"))
+def test_row_matches_golden_file(graph, builder, golden):
+    golden(GOLDEN, _row(graph, builder, 5, length=2048))
+
+
+@pytest.mark.parametrize("language", ["en", "pt", "de"])
+def test_every_paraphrase_of_every_fact_states_its_item(language):
+    """Each fact template, in every paraphrase, names a relation word of its rubric item and
+    states it alone: a report in other words than the context's still earns full credit."""
+    from longblocks.rewards.rubric import assess, load_items
+    from longblocks.tasks.longform import rubric_facts, rubric_item
+    from longblocks.world.graph import WorldSize, build_world
+
+    graph = WorldGraph(build_world("w", 11, language, WorldSize(people=200)))
+    renderer = Renderer(graph)
+    foci = [e.id for e in graph.world.entities if e.type in ("person", "organisation")]
+    checked = set()
+    for focus in random.Random(0).sample(foci, 60):
+        facts = rubric_facts(graph, focus, "profile")[0]
+        items = load_items([json.dumps(rubric_item(graph, f, focus)) for f in facts])
+        names = [graph.entities[focus].name, *graph.entities[focus].aliases]
+        for k, fact in enumerate(facts):
+            for variant in range(renderer.n_variants(fact.relation)):
+                sentence = renderer.sentence(fact, variant)
+                found = assess(sentence, items, names)
+                assert found.first[k] is not None and not found.wrong and found.precision == 1, sentence
+                assert [i for i, p in enumerate(found.first) if p is not None] == [k], sentence
+                checked.add((fact.relation, variant))
+    assert len({relation for relation, _ in checked}) >= 10
