@@ -13,8 +13,11 @@ in two blocks and merged by their log-sum-exp (the identity behind flash and rin
 
 The backward calls each block's attention backward with the MERGED out and lse, which gives
 that block's exact share of the gradient; the prompt block's key/value gradients are already
-summed over the G rows. On CPU both blocks run PyTorch's fused flash kernel; elsewhere a
-key-chunked reference in plain torch (tested against the fused one) does the same math.
+summed over the G rows. Both blocks run fused kernels that return the log-sum-exp and never
+hold a [queries × keys] score matrix (`_kernel`): PyTorch's flash kernel on CPU; on CUDA the
+flash kernel (fp16/bf16, the autocast dtype) or the memory-efficient one (float32). A
+key-chunked reference in plain torch (tested against the fused kernels) does the same math
+elsewhere (float64, other devices).
 
 Use: `use_shared_prefix_attention(model)`, then `model.model(input_ids=..., position_ids=...,
 shared_prefix=[(k, v) per layer])` — the registered attention function reads the layer's
@@ -24,6 +27,7 @@ prompt K/V from the `shared_prefix` keyword, which transformers passes down to a
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -37,22 +41,60 @@ _KEY_CHUNK = 4096  # keys per block of the plain-torch kernel: [queries × 4096]
 # --------------------------------------------------------------------------------------------
 
 
-def _block_forward(q, k, v, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q kᵀ · scale [+ causal]) v and its per-query log-sum-exp (in `_acc(q)`)."""
+def _kernel(q: torch.Tensor) -> str:
+    """The fused kernel for queries like `q`: cpu_flash, flash, efficient, or the reference."""
     if q.device.type == "cpu":
+        return "cpu_flash"
+    if q.device.type == "cuda" and q.dtype != torch.float64:
+        half = q.dtype in (torch.float16, torch.bfloat16)
+        return "flash" if half and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0 else "efficient"
+    return "reference"
+
+
+def _block_forward(q, k, v, causal: bool, scale: float):
+    """(softmax(q kᵀ · scale [+ causal]) v, its per-query log-sum-exp in `_acc(q)`, what the
+    kernel's backward needs besides). `causal` is only asked for square blocks (a row's own
+    keys), where every kernel's diagonal is the same."""
+    kernel = _kernel(q)
+    if kernel == "cpu_flash":
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, causal, scale=scale
         )
-        return out, lse.to(_acc(q))
-    return _reference_forward(q, k, v, causal, scale)
+        return out, lse.to(_acc(q)), None
+    if kernel == "flash":  # aux: cum_seq_q, cum_seq_k, max_q, max_k, rng_state, unused
+        out, lse, *aux = torch.ops.aten._scaled_dot_product_flash_attention(
+            q, k, v, 0.0, causal, False, scale=scale
+        )
+        return out, lse.to(_acc(q)), tuple(aux[:6])
+    if kernel == "efficient":  # the log-sum-exp comes padded to a multiple of 32 queries
+        out, lse, seed, offset = torch.ops.aten._scaled_dot_product_efficient_attention(
+            q, k, v, None, True, 0.0, causal, scale=scale
+        )
+        return out, lse[..., : q.shape[-2]].to(_acc(q)), (seed, offset, lse.shape[-1])
+    out, lse = _reference_forward(q, k, v, causal, scale)
+    return out, lse, None
 
 
-def _block_backward(dout, q, k, v, out, lse, causal: bool, scale: float):
-    """(dq, dk, dv) of this block's share, given the merged out and lse of all blocks."""
-    if q.device.type == "cpu":
+def _block_backward(dout, q, k, v, out, lse, causal: bool, scale: float, aux):
+    """(dq, dk, dv) of this block's share, given the merged out and lse of all blocks and the
+    block's own `aux` from `_block_forward` (no dropout: its RNG state is passed, not read)."""
+    kernel = _kernel(q)
+    if kernel == "cpu_flash":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             dout, q, k, v, out, lse, 0.0, causal, scale=scale
         )
+    if kernel == "flash":
+        cum_q, cum_k, max_q, max_k, rng_state, unused = aux
+        return torch.ops.aten._scaled_dot_product_flash_attention_backward(
+            dout, q, k, v, out, lse.float().contiguous(), cum_q, cum_k, max_q, max_k, 0.0, causal,
+            rng_state, unused, scale=scale,
+        )  # fmt: skip
+    if kernel == "efficient":
+        seed, offset, width = aux
+        lse = F.pad(lse.float(), (0, width - lse.shape[-1])).contiguous()
+        return torch.ops.aten._scaled_dot_product_efficient_attention_backward(
+            dout, q, k, v, None, out, lse, seed, offset, 0.0, [True, True, True, False], causal, scale=scale
+        )[:3]
     return _reference_backward(dout, q, k, v, out, lse, causal, scale)
 
 
@@ -141,30 +183,36 @@ class _PrefixAttention(torch.autograd.Function):
         causal = n_query > 1
         if causal and k_own.shape[2] != n_query:
             raise ValueError("several queries need exactly their own keys (training forward)")
-        out_p, lse_p = _block_forward(_fold(q, kv_heads), k_prompt, v_prompt, False, scale)
+        out_p, lse_p, aux_p = _block_forward(_fold(q, kv_heads), k_prompt, v_prompt, False, scale)
         out_p, lse_p = _unfold(out_p, rows, heads), _unfold(lse_p, rows, heads)
         k_rep, v_rep = _repeat_heads(k_own, rep), _repeat_heads(v_own, rep)
-        out_o, lse_o = _block_forward(q, k_rep, v_rep, causal, scale)
+        out_o, lse_o, aux_o = _block_forward(q, k_rep, v_rep, causal, scale)
         lse = torch.logaddexp(lse_p, lse_o)
         out = torch.exp(lse_p - lse)[..., None] * out_p + torch.exp(lse_o - lse)[..., None] * out_o
         out = out.to(q.dtype)
         ctx.save_for_backward(q, k_prompt, v_prompt, k_own, v_own, out, lse)
-        ctx.scale, ctx.causal = scale, causal
+        ctx.scale, ctx.causal, ctx.aux = scale, causal, (aux_p, aux_o)
         return out
 
     @staticmethod
     def backward(ctx, dout):
+        with torch.autocast(dout.device.type, enabled=False):
+            return _PrefixAttention._backward(ctx, dout)
+
+    @staticmethod
+    def _backward(ctx, dout):
         q, k_prompt, v_prompt, k_own, v_own, out, lse = ctx.saved_tensors
         rows, heads = q.shape[:2]
         kv_heads = k_prompt.shape[1]
         rep = heads // kv_heads
         dout = dout.contiguous()
         fold = (_fold(dout, kv_heads), _fold(q, kv_heads), k_prompt, v_prompt)
+        aux_p, aux_o = ctx.aux
         dq_p, dk_p, dv_p = _block_backward(
-            *fold, _fold(out, kv_heads), _fold(lse, kv_heads), False, ctx.scale
+            *fold, _fold(out, kv_heads), _fold(lse, kv_heads), False, ctx.scale, aux_p
         )
         k_rep, v_rep = _repeat_heads(k_own, rep), _repeat_heads(v_own, rep)
-        dq_o, dk_o, dv_o = _block_backward(dout, q, k_rep, v_rep, out, lse, ctx.causal, ctx.scale)
+        dq_o, dk_o, dv_o = _block_backward(dout, q, k_rep, v_rep, out, lse, ctx.causal, ctx.scale, aux_o)
         if rep > 1:  # each kv head served rep query heads
             dk_o = dk_o.reshape(rows, kv_heads, rep, *dk_o.shape[2:]).sum(2)
             dv_o = dv_o.reshape(rows, kv_heads, rep, *dv_o.shape[2:]).sum(2)
@@ -185,7 +233,24 @@ def prefix_attention(q, k_prompt, v_prompt, k_own, v_own, scale: float) -> torch
     """
     if k_prompt.shape[0] != 1:
         raise ValueError(f"the prompt K/V must have batch size 1, got {k_prompt.shape[0]}")
-    return _PrefixAttention.apply(q, k_prompt, v_prompt, k_own, v_own, scale)
+    tensors = (q, k_prompt, v_prompt, k_own, v_own)
+    dtype = _compute_dtype(tensors)
+    # the kernels take one dtype, and autocast does not reach inside a custom Function
+    with torch.autocast(q.device.type, enabled=False):
+        return _PrefixAttention.apply(*(t.to(dtype) for t in tensors), scale)
+
+
+def _compute_dtype(tensors) -> torch.dtype:
+    """What SDPA would compute in: the autocast dtype when autocast is on (under autocast,
+    Qwen3's normed and rotated q/k come out float32 while v is bfloat16), else the inputs'
+    promoted dtype."""
+    device = tensors[0].device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    dtype = tensors[0].dtype
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
     dgrpo init METHOD [--out FILE]          a bundled config to edit (stdout by default)
     dgrpo save-model NAME OUT [--seed N]    an embedded tiny model + tokenizer as a HF folder
     dgrpo schema [--out FILE]
+    dgrpo serve MODEL [--port N]   (an OpenAI-compatible completions server, dgrpo.server)
 
 CONFIG is a YAML file or the name of a bundled config (sft, kd, grpo, opd, dgrpo).
 
@@ -60,7 +61,32 @@ def _parser() -> argparse.ArgumentParser:
     save.add_argument("--seed", type=int, default=0, help="initialisation seed (run.seed does the same)")
     schema = commands.add_parser("schema", help="print the JSON Schema of the config")
     schema.add_argument("--out", type=Path, default=None, help="write to this file instead of stdout")
+    _add_serve(commands)
     return parser
+
+
+def _add_serve(commands) -> None:
+    serve = commands.add_parser("serve", help="serve a model over the OpenAI-compatible completions API")
+    serve.add_argument("model", help="HF model directory, dgrpo run directory or tiny model name")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--served-model-name", default=None, help="model name clients send (default: MODEL)")
+    serve.add_argument("--seed", type=int, default=0, help="initialisation seed of a tiny model")
+    serve.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    serve.add_argument("--api-key-env", default=None, help="environment variable holding the API key")
+    serve.add_argument(
+        "--weight-transfer-config",
+        default='{"backend": "gloo"}',
+        help="vLLM-style JSON: backend gloo or disk; '' turns weight transfer off",
+    )
+    serve.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def serve(args: argparse.Namespace) -> None:
+    from dgrpo.server.run import serve as run_server
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "model")}
+    run_server(args.model, **options, on_ready=lambda line: print(line, flush=True))
 
 
 def train(args: argparse.Namespace) -> None:
@@ -132,6 +158,7 @@ COMMANDS = {
     "init": init,
     "save-model": save_model,
     "schema": export_schema,
+    "serve": serve,
 }
 
 

@@ -107,7 +107,8 @@ class DataConfig(Section):
         False,
         description="sft/kd: end each fixed response with the answer line of the row's language, "
         "built from its `answer` field ('Answer: <answer>'; 'Resposta:' / 'Antwort:' for language "
-        "pt / de), unless its last answer line already gives that answer. For teacher responses "
+        "pt / de), unless its last answer line already gives that answer; a response whose answer "
+        "is another one is skipped (counted in data/skipped_response). For teacher responses "
         "that end with an inline 'Answer: X', a plain sentence or a bare name (the published "
         "LongBlocks response_<model> columns): trained on as they are, they teach a format "
         "longblocks.rewards scores as unparsable (docs/rows.md).",
@@ -142,7 +143,70 @@ class DataConfig(Section):
     shuffle: bool = Field(True, description="Reshuffle the training rows every epoch (seeded by run.seed).")
 
 
+class ServerClientConfig(Section):
+    """How requests reach an OpenAI-compatible server (dgrpo.remote.client)."""
+
+    api_key_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the server's API key (sent as a Bearer "
+        "token). The key itself is never written to the config, metrics or logs. None: no key.",
+    )
+    timeout_s: float = Field(120.0, gt=0, description="Seconds to wait for one request.")
+    retries: int = Field(
+        3, ge=0, le=10, description="Retries of a failed request (connection error, timeout, 5xx, 429)."
+    )
+    backoff_s: float = Field(
+        0.5, ge=0, description="First retry delay in seconds; it doubles with every further retry."
+    )
+    max_concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
+    batch_size: int = Field(
+        8, ge=1, description="Prompts per request (the teacher's sequences; rollouts send n = G per prompt)."
+    )
+
+
 class RolloutConfig(Section):
+    backend: Literal["local", "server"] = Field(
+        "local",
+        description="Who samples: 'local' the trainer's own loop (dgrpo.sampling); 'server' an "
+        "OpenAI-compatible server (vLLM, or `dgrpo serve`) at rollout.url, prompted by token ids, "
+        "whose weights are updated after every optimizer step (rollout.weight_sync) and whose "
+        "per-token log-probs correct the sampler/trainer mismatch (rollout.tis_cap).",
+    )
+    url: str | None = Field(
+        None, description="Base URL of the rollout server, e.g. http://127.0.0.1:8000/v1 (backend server)."
+    )
+    served_model: str = Field("policy", description="Model name sent to the rollout server.")
+    server: ServerClientConfig = Field(
+        default_factory=ServerClientConfig,
+        description="Timeouts, retries and concurrency of rollout requests.",
+    )
+    weight_sync: Literal["gloo", "nccl", "ipc", "disk", "reload"] = Field(
+        "gloo",
+        description="How the policy's weights reach the server after each optimizer step. gloo/nccl/ipc/"
+        "disk: vLLM's weight-transfer API (server started with --weight-transfer-config "
+        "'{\"backend\": ...}'; init_weight_transfer_engine once, then start_weight_update, "
+        "update_weights, finish_weight_update); gloo broadcasts over TCP (CPU, `dgrpo serve`), nccl over "
+        "GPUs (needs the vllm extra in the trainer), ipc hands CUDA IPC handles to a vLLM server colocated "
+        "on the trainer's GPU (single-GPU runs), disk passes a saved safetensors directory. reload: the "
+        "fallback for servers without that API: save to rollout.sync_dir, then POST "
+        "/update_weights_from_disk {model_path}.",
+    )
+    sync_address: str = Field(
+        "127.0.0.1",
+        description="Address of this trainer that the server joins for gloo/nccl weight transfer.",
+    )
+    sync_dir: str | None = Field(
+        None,
+        description="Directory for disk/reload weight sync, visible to the server at the same path; "
+        "None: <run.out_dir>/server-weights.",
+    )
+    tis_cap: float | None = Field(
+        2.0,
+        gt=0,
+        description="C of truncated importance sampling for backend server: every loss token is weighted "
+        "by min(π_old(y_t) / π_sampler(y_t), C), π_sampler's log-prob as the server reported it, "
+        "correcting the sampler/trainer mismatch (logged as rollout/is_weight_mean). None: no correction.",
+    )
     group_size: int = Field(
         4,
         ge=1,
@@ -196,7 +260,10 @@ class TeacherConfig(Section):
     top_k: int = Field(
         20, ge=1, le=1000, description="K of the topk estimator: teacher log-probs of its K likeliest tokens."
     )
-    timeout_s: float = Field(120.0, gt=0, description="Seconds to wait for one remote teacher request.")
+    server: ServerClientConfig = Field(
+        default_factory=ServerClientConfig,
+        description="API key, timeouts, retries, batching and concurrency of teacher.url requests.",
+    )
 
 
 class LossConfig(Section):
@@ -319,6 +386,43 @@ class RunConfig(Section):
     progress: bool = Field(True, description="Show the rich progress display (only on a terminal).")
 
 
+class ParallelConfig(Section):
+    """How several processes (torchrun) split the work; see docs/architecture.md and the README."""
+
+    strategy: Literal["replicate", "fsdp"] = Field(
+        "replicate",
+        description="replicate: every process holds the whole student and optimizer state (gradients "
+        "summed once per update). fsdp: FSDP2 fully_shard per decoder layer and at the root, so "
+        "parameters, gradients and optimizer state are split over the processes (models that do not "
+        "fit one device). Ignored in a single process.",
+    )
+    param_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="fsdp: dtype parameters are all-gathered and computed in (sampling, the frozen "
+        "models and the training forward alike); auto: bfloat16 on CUDA, float32 on CPU.",
+    )
+    reduce_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="fsdp: dtype gradients are reduce-scattered in (float32 recommended)."
+    )
+    cpu_offload: bool = Field(
+        False,
+        description="fsdp on CUDA: keep the sharded parameters, gradients and optimizer state in CPU "
+        "memory (copied to the GPU per layer; the optimizer steps on the CPU): fits larger models "
+        "for slower steps. No effect on CPU runs.",
+    )
+    shard_frozen: bool = Field(
+        True,
+        description="fsdp: shard the local teacher and the reference model the same way (else each "
+        "process holds them whole).",
+    )
+    timeout_minutes: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait in one collective before a process gives up (a hang, not a failure: "
+        "an exception on any process stops every process within seconds).",
+    )
+
+
 class TrainConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig, description="Student and reference models.")
     data: DataConfig = Field(default_factory=DataConfig, description="Dataset, prompts and batching.")
@@ -327,6 +431,9 @@ class TrainConfig(Section):
     loss: LossConfig = Field(default_factory=LossConfig, description="Method and objective knobs.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and LR schedule.")
     run: RunConfig = Field(default_factory=RunConfig, description="Steps, checkpoints, device, logging.")
+    parallel: ParallelConfig = Field(
+        default_factory=ParallelConfig, description="Multi-process training: replicas or FSDP2 sharding."
+    )
 
     @property
     def terms(self) -> Terms:
@@ -345,6 +452,21 @@ class TrainConfig(Section):
     def _one_teacher_source(self) -> "TrainConfig":
         if self.teacher.model and self.teacher.url:
             raise Rule("teacher.model and teacher.url are both set", "keep only one of them")
+        return self
+
+    @model_validator(mode="after")
+    def _rollout_server_url(self) -> "TrainConfig":
+        if self.rollout.backend == "server" and not self.rollout.url:
+            raise Rule(
+                "rollout.backend is server but rollout.url is not set",
+                "set rollout.url to the server's base URL, e.g. http://127.0.0.1:8000/v1",
+            )
+        if self.rollout.backend == "server" and self.parallel.strategy == "fsdp":
+            # the weight push reads whole tensors on rank 0; sharded ones need a gather on every rank
+            raise Rule(
+                "rollout.backend server does not push weights from a sharded student yet",
+                "set parallel.strategy to replicate, or rollout.backend to local",
+            )
         return self
 
     @model_validator(mode="after")

@@ -123,7 +123,11 @@ def prepare(
             continue
         response_ids = None
         if with_response:
-            response_ids = tokenizer(response_text(fields, cfg), add_special_tokens=False)["input_ids"]
+            target = response_text(fields, cfg)
+            if target is None:
+                skipped_response += 1
+                continue
+            response_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
             response_ids = [*response_ids, tokenizer.eos_token_id]
             if len(response_ids) > cfg.max_response_tokens:
                 skipped_response += 1
@@ -131,7 +135,8 @@ def prepare(
         examples.append(_example(index, fields, prompt_ids, response_ids))
     if skipped_long or skipped_response:
         log.warning(
-            "split %s: skipped %d rows over data.max_prompt_tokens=%d, %d over data.max_response_tokens=%d",
+            "split %s: skipped %d rows over data.max_prompt_tokens=%d, %d responses over "
+            "data.max_response_tokens=%d or stating another answer (data.append_answer_line)",
             split, skipped_long, cfg.max_prompt_tokens, skipped_response, cfg.max_response_tokens,
         )  # fmt: skip
     if not examples:
@@ -152,9 +157,11 @@ def row_fields(row: dict, cfg: DataConfig) -> dict:
     return fields
 
 
-def response_text(fields: dict, cfg: DataConfig) -> str:
+def response_text(fields: dict, cfg: DataConfig) -> str | None:
     """The fixed response sft/kd train on; with data.append_answer_line, it ends with an answer
-    line the rewards read (see the field's description)."""
+    line the rewards read (see the field's description), or None for a response that already
+    states another answer: the appended line would make it a hedge, and it demonstrates a wrong
+    answer anyway."""
     response = fields[cfg.response_field]
     if not cfg.append_answer_line:
         return response
@@ -165,8 +172,8 @@ def response_text(fields: dict, cfg: DataConfig) -> str:
             "map the answer column with data.columns.answer=<column>",
         )
     parsed = parse_response(response)
-    if parsed.status == "ok" and exact_match(parsed.answer, answer):
-        return response
+    if parsed.status == "ok":
+        return response if exact_match(parsed.answer, answer) else None
     label = ANSWER_LABELS.get(str(fields.get("language", "en")).split("-")[0].lower(), "Answer")
     return f"{response.rstrip()}\n{label}: {answer}"
 

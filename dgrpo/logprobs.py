@@ -240,7 +240,8 @@ def topk_logprobs(
     k: int,
     temperature: float = 1.0,
     chunk_size: int = 128,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    targets: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
     """The k largest log-probs of softmax(h Wᵀ / τ) per position and their token ids, chunked.
 
     Must equal `torch.log_softmax(hidden @ W.T / τ, -1).topk(k, -1)` (values and ids); holds
@@ -250,22 +251,32 @@ def topk_logprobs(
     Args:
         hidden: [..., H] final-norm hidden states at completion positions.
         lm_head_weight: [V, H]; k: how many tokens per position; chunk_size: positions per chunk.
+        targets: [...] token ids whose log-probs to return as well, from the same logits (a
+            server's prompt log-probs: the top k plus the actual token, one head pass).
 
     Returns:
-        (logp [..., k] float32, ids [..., k] long), sorted by decreasing log-prob.
+        (logp [..., k] float32, ids [..., k] long), sorted by decreasing log-prob; with
+        `targets`, also their log-probs [...] (equal to `completion_logprobs`).
     """
     lead, flat = hidden.shape[:-1], hidden.reshape(-1, hidden.shape[-1])
     dtype = torch.promote_types(torch.float32, torch.result_type(flat, lm_head_weight))
     n = flat.shape[0]
     values = flat.new_empty((n, k), dtype=dtype)
     ids = torch.empty((n, k), dtype=torch.long, device=flat.device)
+    chosen = None if targets is None else targets.reshape(-1)
+    target_logp = None if targets is None else flat.new_empty(n, dtype=dtype)
     buf = flat.new_empty((min(chunk_size, max(n, 1)), lm_head_weight.shape[0]), dtype=dtype)
     for i in range(0, n, chunk_size):
         span = slice(i, min(i + chunk_size, n))
         z = _logits_into(buf, flat[span], lm_head_weight, temperature)
         top, ids[span] = z.topk(k, dim=-1)
-        values[span] = top - torch.logsumexp(z, dim=-1, keepdim=True)
-    return values.view(*lead, k), ids.view(*lead, k)
+        lse = torch.logsumexp(z, dim=-1, keepdim=True)
+        values[span] = top - lse
+        if chosen is not None:
+            target_logp[span] = (z.gather(1, chosen[span, None]) - lse).squeeze(1)
+    if targets is None:
+        return values.view(*lead, k), ids.view(*lead, k)
+    return values.view(*lead, k), ids.view(*lead, k), target_logp.view(lead)
 
 
 class _GatheredLogits(torch.autograd.Function):

@@ -42,6 +42,12 @@ METRICS: dict[str, str] = {
     "completion_length/mean": "completion tokens per completion, EOS included (also /min, /max)",
     "truncated_rate": "share of completions cut at rollout.max_new_tokens",
     "unparsable_rate": "share of completions without an answer line",
+    "rollout/is_weight_mean": "server rollouts: mean truncated importance weight min(π_old/π_sampler, "
+    "rollout.tis_cap) over loss tokens (dgrpo.mismatch)",
+    "rollout/is_truncated_frac": "share of loss tokens whose weight was cut at rollout.tis_cap",
+    "rollout/logp_diff_max": "largest |log π_old(y_t) − log π_sampler(y_t)|: the sampler/trainer mismatch",
+    "rollout/mismatch_kl": "k3 estimate of KL(π_sampler ‖ π_old) on the sampled tokens",
+    "rollout/sync_s": "seconds of the step's weight push to the rollout server",
     "lambda": "λ after its schedule",
     "lr": "learning rate of the step's last update",
     "grad_norm": "global gradient norm before clipping (last update of the step)",
@@ -50,7 +56,8 @@ METRICS: dict[str, str] = {
     "step_time_s": "wall-clock seconds of the step",
     "peak_memory_gb": "peak accelerator memory (CUDA) or peak resident memory of the process (CPU)",
     "data/skipped_long": "training rows skipped for exceeding data.max_prompt_tokens (the same every step)",
-    "data/skipped_response": "sft/kd rows skipped for a response over data.max_response_tokens",
+    "data/skipped_response": "sft/kd rows skipped for a response over data.max_response_tokens or, with "
+    "data.append_answer_line, stating another answer than the row's",
 }
 __doc__ += "\n| name | meaning |\n|---|---|\n" + "\n".join(f"| `{k}` | {v} |" for k, v in METRICS.items())
 

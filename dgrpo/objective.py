@@ -25,6 +25,7 @@ from dgrpo.losses import (
     reverse_kl_sampled,
     reverse_kl_topk,
 )
+from dgrpo.mismatch import truncated_is_weights
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Signals:
     kl_teacher: Tensor | None = None  # [N, C] exact chunked KL with gradient (reverse: opd; forward: kd)
     student_topk: Tensor | None = None  # [N, C, K] student logits at the teacher's top-K ids, with gradient
     teacher_topk_logp: Tensor | None = None  # [N, C, K] teacher log-probs (τ = 1) at those ids
+    logp_sampler: Tensor | None = None  # [N, C] log π_sampler(y_t) reported by a rollout server
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Weights:
     temperature: float  # τ shared by sampling, π_old, π_θ and the teacher
     aggregation: str  # token | seq | constant
     constant_per_row: float  # Dr. GRPO normaliser per completion row, for aggregation=constant
+    tis_cap: float | None = None  # C of truncated importance sampling (server rollouts; dgrpo.mismatch)
 
 
 @dataclass(frozen=True)
@@ -172,8 +175,12 @@ def objective(
     reduce = partial(aggregate, mask=s.mask, mode=w.aggregation, constant=constant, total=total)
     per_token = torch.zeros_like(s.logp)
     stats: dict[str, Tensor] = {}
+    is_weight = None
+    if s.logp_sampler is not None:  # server-sampled tokens: every term is weighted by w_t
+        is_weight, stats = truncated_is_weights(_logp_old(s), s.logp_sampler, s.mask, w.tis_cap)
     for name in names:
         term, term_stats = TERMS[name].fn(s, w)
+        term = term if is_weight is None else term * is_weight
         per_token = per_token + term
         # a logged statistic: no gradient flows through the per-term reports
         stats[f"loss/{name}"] = reduce(term.detach())

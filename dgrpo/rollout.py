@@ -2,7 +2,8 @@
 
 A `Group` is one prompt and its completions; every later stage (teacher scoring, forward,
 loss, metrics) works on groups, so the shared prompt runs once per group. Sampling
-(`dgrpo.sampling`) also runs the prompt once and holds its K/V once for the G rows.
+(`dgrpo.sampling`) also runs the prompt once and holds its K/V once for the G rows. A model
+may be a sharded root (`dgrpo.sharding`): sampling gathers it once, scoring calls through it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 
+from dgrpo import sharding
 from dgrpo.config import RolloutConfig
 from dgrpo.data import Example
 from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight
@@ -43,6 +46,7 @@ class Group:
     logp_old: torch.Tensor | None = None  # [G, C] log π_old(y_t), when update_epochs > 1
     logp_ref: torch.Tensor | None = None  # [G, C] log π_ref(y_t), when β > 0
     teacher: TeacherSignals | None = None
+    logp_sampler: torch.Tensor | None = None  # [G, C] log π_sampler(y_t) from a rollout server
 
     @property
     def size(self) -> int:
@@ -56,7 +60,7 @@ class Group:
             self, completion_ids=take(self.completion_ids), mask=take(self.mask),
             truncated=take(self.truncated), texts=take(self.texts), rewards=take(self.rewards),
             statuses=take(self.statuses), loss_mask=take(self.loss_mask), adv=take(self.adv),
-            logp_old=take(self.logp_old), logp_ref=take(self.logp_ref),
+            logp_old=take(self.logp_old), logp_ref=take(self.logp_ref), logp_sampler=take(self.logp_sampler),
             teacher=None if self.teacher is None else self.teacher.select(rows),
         )  # fmt: skip
 
@@ -69,8 +73,16 @@ def sample_group(
     group_size: int,
     *,
     greedy: bool = False,
+    generator: torch.Generator | None = None,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> Group:
-    """G completions of one prompt (dgrpo.sampling), stopped at a stop token or max_new_tokens."""
+    """G completions of one prompt (dgrpo.sampling), stopped at a stop token or max_new_tokens.
+    `autocast` is the training forward's, so samples come from the policy that is trained."""
+    with sharding.gathered(model) as hf_model:
+        return _sample(hf_model, tokenizer, example, cfg, group_size, greedy, generator, autocast)
+
+
+def _sample(model, tokenizer, example, cfg, group_size, greedy, generator, autocast) -> Group:
     prompt = torch.tensor([example.prompt_ids], device=model.device)
     was_training = model.training
     model.eval()  # no dropout while sampling
@@ -87,16 +99,32 @@ def sample_group(
             top_k=cfg.top_k,
             top_p=cfg.top_p,
             greedy=greedy,
+            generator=generator,
+            autocast=autocast,
         )
     finally:
         model.train(was_training)
-    return _group(example, prompt, completions, tokenizer)
+    return make_group(example, prompt, completions, tokenizer)
 
 
 def fixed_group(example: Example, tokenizer, device: torch.device | str = "cpu") -> Group:
     """The example's fixed response (sft/kd) as a group of one completion."""
     prompt = torch.tensor([example.prompt_ids], device=device)
-    return _group(example, prompt, torch.tensor([example.response_ids], device=device), tokenizer)
+    return make_group(example, prompt, torch.tensor([example.response_ids], device=device), tokenizer)
+
+
+def widen(group: Group, width: int, pad_id: int) -> Group:
+    """The group with at least `width` completion positions (padding is masked out): sharded
+    models need every group to run the decoder the same number of times (dgrpo.sharding)."""
+    missing = width - group.completion_ids.shape[1]
+    if missing <= 0:
+        return group
+    return replace(
+        group,
+        completion_ids=F.pad(group.completion_ids, (0, missing), value=pad_id),
+        mask=F.pad(group.mask, (0, missing), value=False),
+        loss_mask=None if group.loss_mask is None else F.pad(group.loss_mask, (0, missing), value=False),
+    )
 
 
 def stop_ids(tokenizer) -> list[int]:
@@ -104,7 +132,7 @@ def stop_ids(tokenizer) -> list[int]:
     return sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
 
 
-def _group(example: Example, prompt: torch.Tensor, completions: torch.Tensor, tokenizer) -> Group:
+def make_group(example: Example, prompt: torch.Tensor, completions: torch.Tensor, tokenizer) -> Group:
     is_stop = torch.isin(completions, torch.tensor(stop_ids(tokenizer), device=completions.device))
     stopped = is_stop.any(dim=1)
     # a completion ends at its first stop token (included: the model must learn to stop)
@@ -141,9 +169,15 @@ def frozen_logprobs(
     autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> torch.Tensor:
     """log π(y_t) [G, C] of the group's completions under a frozen model (π_old or π_ref), at τ."""
-    with torch.no_grad():
+
+    def logprobs(hf_model) -> torch.Tensor:
         with autocast():
-            hidden = group_forward(model, group.prompt_ids, group.completion_ids, group.mask, with_grad=False)
+            hidden = group_forward(
+                hf_model, group.prompt_ids, group.completion_ids, group.mask, with_grad=False
+            )
         return completion_logprobs(
-            hidden, lm_head_weight(model), group.completion_ids, temperature, chunk_size
+            hidden, lm_head_weight(hf_model), group.completion_ids, temperature, chunk_size
         )
+
+    with torch.no_grad():
+        return sharding.call(model, logprobs)

@@ -14,6 +14,9 @@ model's generation_config is not read: the rollout config is the one source of s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 from transformers import DynamicCache
 
@@ -35,6 +38,8 @@ def sample_completions(
     top_p: float = 1.0,
     min_new_tokens: int = 0,
     greedy: bool = False,
+    generator: torch.Generator | None = None,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> torch.Tensor:
     """[G, ≤ max_new_tokens] completion ids; a row that stopped is padded with `pad_id` after
     its stop token. Generation ends when every row stopped or at max_new_tokens."""
@@ -42,7 +47,8 @@ def sample_completions(
     use_shared_prefix_attention(decoder)
     weight = lm_head_weight(model)
     n_prompt = prompt_ids.shape[1]
-    hidden, prefix = prompt_forward(decoder, prompt_ids)
+    with autocast():
+        hidden, prefix = prompt_forward(decoder, prompt_ids)
     hidden = hidden[:, -1].expand(group_size, -1)
     own = DynamicCache(config=decoder.config)  # the completions' K/V, [G, kv, t, d] per layer
     stops = torch.tensor(stop_ids, device=prompt_ids.device)
@@ -52,20 +58,31 @@ def sample_completions(
         logits = (hidden.to(weight.dtype) @ weight.T).float()
         if step < min_new_tokens:
             logits[:, stops] = float("-inf")
-        chosen = logits.argmax(-1) if greedy else draw(logits, temperature, top_k, top_p)
+        chosen = logits.argmax(-1) if greedy else draw(logits, temperature, top_k, top_p, generator)
         chosen = chosen.masked_fill(done, pad_id)
         tokens.append(chosen)
         done |= torch.isin(chosen, stops)
         if done.all() or step == max_new_tokens - 1:
             break
         position = torch.full((group_size, 1), n_prompt + step, device=prompt_ids.device)
-        hidden = decoder(
-            input_ids=chosen[:, None], position_ids=position, cache=own, use_cache=True, shared_prefix=prefix
-        ).last_hidden_state[:, -1]
+        with autocast():
+            hidden = decoder(
+                input_ids=chosen[:, None],
+                position_ids=position,
+                cache=own,
+                use_cache=True,
+                shared_prefix=prefix,
+            ).last_hidden_state[:, -1]
     return torch.stack(tokens, dim=1)
 
 
-def draw(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+def draw(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """One token per row from softmax(logits / τ) restricted to the top-k, then to the nucleus.
 
     top_k = 0 and top_p = 1 keep the whole distribution (π at τ, what the objective assumes).
@@ -84,5 +101,5 @@ def draw(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float 
     # probability p_v (never a token with p_v = 0). torch.multinomial does the same draw but
     # took ~2/3 of a rollout on CPU at a 151,936-token vocabulary (37 ms vs 8 ms per step).
     cdf = logits.softmax(-1).double().cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+    u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device, generator=generator) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)

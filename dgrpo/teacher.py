@@ -4,13 +4,13 @@ A teacher scores one group's completions (no gradient anywhere) and says which s
 give: "hidden" (final-norm hidden states + lm_head, for exact chunked KL: estimator `full` and
 kd), "logp" (log π_T of the sampled tokens: estimator `sampled`, advantage-level dGRPO, and the
 KL metric) and "topk" (its K likeliest tokens per position: estimator `topk`). A remote server
-returns log-probs only, so it cannot give "hidden".
+(`dgrpo.remote.teacher`) returns log-probs only, so it cannot give "hidden".
+
+Under parallel.strategy fsdp a local teacher is sharded like the student (`dgrpo.sharding`;
+parallel.shard_frozen): its layers are gathered one at a time while it scores, and only its
+lm_head is kept whole (the "hidden" signal's KL needs it during the student's forward).
 """
 
-import json
-import math
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
@@ -18,8 +18,8 @@ from typing import Protocol
 
 import torch
 
+from dgrpo import sharding
 from dgrpo.config import TrainConfig
-from dgrpo.errors import UserError
 from dgrpo.logprobs import completion_logprobs, group_forward, lm_head_weight, topk_logprobs
 from dgrpo.models import check_compatible, freeze, load_model, load_tokenizer
 
@@ -63,7 +63,8 @@ class Teacher(Protocol):
 
 
 class LocalTeacher:
-    """A local causal LM; the shared prompt runs once per group (`group_forward`)."""
+    """A local causal LM (or its sharded root, `dgrpo.sharding`); the shared prompt runs once
+    per group (`group_forward`)."""
 
     signals = frozenset({"hidden", "logp", "topk"})
 
@@ -74,111 +75,40 @@ class LocalTeacher:
         chunk_size: int,
         autocast: Callable[[], AbstractContextManager] = nullcontext,
     ):
-        self.model, self.top_k, self.chunk_size, self.autocast = freeze(model), top_k, chunk_size, autocast
+        freeze(sharding.inner(model))
+        self.model, self.top_k, self.chunk_size, self.autocast = model, top_k, chunk_size, autocast
+        self._head: torch.Tensor | None = None
 
     def score(self, prompt_ids, completion_ids, mask, need, temperature) -> TeacherSignals:
-        with self.autocast():
-            hidden = group_forward(self.model, prompt_ids, completion_ids, mask, with_grad=False)
-        weight = lm_head_weight(self.model)
-        out = TeacherSignals()
-        if "hidden" in need:
-            out.hidden, out.weight = hidden, weight
-        if "logp" in need:
-            with torch.no_grad():
-                out.logp = completion_logprobs(hidden, weight, completion_ids, temperature, self.chunk_size)
-        if "topk" in need:
-            out.topk_logp, out.topk_ids = topk_logprobs(hidden, weight, self.top_k, 1.0, self.chunk_size)
-        return out
-
-
-class RemoteTeacher:
-    """An OpenAI-compatible /completions endpoint scoring token-id prompts (vLLM).
-
-    One request per group: `prompt` is the list of the G sequences prompt + completion (token
-    ids), `max_tokens` 1 (the generated token is ignored) and `prompt_logprobs` K, vLLM's field
-    giving, for every prompt position, {token id: {logprob, ...}} over the top K plus the actual
-    token. A server that only supports OpenAI's `echo` + `logprobs.token_logprobs` still serves
-    "logp". Log-probs come at the server's temperature 1.
-    """
-
-    signals = frozenset({"logp", "topk"})
-
-    def __init__(self, url: str, model: str, top_k: int, timeout_s: float):
-        self.endpoint = url.rstrip("/") + "/completions"
-        self.model, self.top_k, self.timeout_s = model, top_k, timeout_s
-
-    def score(self, prompt_ids, completion_ids, mask, need, temperature) -> TeacherSignals:
-        n_prompt, lengths = prompt_ids.shape[1], mask.sum(1).tolist()
-        prompt = prompt_ids[0].tolist()
-        sequences = [prompt + completion_ids[g, :n].tolist() for g, n in enumerate(lengths)]
-        choices = self._request(sequences, self.top_k if "topk" in need else 0)
-        device = completion_ids.device
-        out = TeacherSignals(logp=torch.zeros(completion_ids.shape, device=device))
-        if "topk" in need:
-            out.topk_logp = torch.zeros((*completion_ids.shape, self.top_k), device=device)
-            out.topk_ids = torch.zeros((*completion_ids.shape, self.top_k), dtype=torch.long, device=device)
-        for g, (sequence, choice) in enumerate(zip(sequences, choices, strict=True)):
-            entries = _position_logprobs(choice, len(sequence))
-            for c in range(lengths[g]):
-                token, entry = sequence[n_prompt + c], entries[n_prompt + c]
-                if token not in entry:
-                    raise UserError(f"teacher server gave no log-prob for token {token}", _SERVER_FIX)
-                out.logp[g, c] = entry[token]
-                if "topk" in need:
-                    top = sorted(entry.items(), key=lambda item: -item[1])[: self.top_k]
-                    if len(top) < self.top_k:
-                        raise UserError(
-                            f"teacher server returned {len(top)} < {self.top_k} top log-probs", _SERVER_FIX
-                        )
-                    out.topk_ids[g, c] = torch.tensor([t for t, _ in top])
-                    out.topk_logp[g, c] = torch.tensor([v for _, v in top])
-        return out
-
-    def _request(self, sequences: list[list[int]], top_k: int) -> list[dict]:
-        body = {
-            "model": self.model,
-            "prompt": sequences,
-            "max_tokens": 1,
-            "temperature": 1.0,
-            "echo": True,
-            "logprobs": 1,
-            "prompt_logprobs": top_k,
-        }
-        request = urllib.request.Request(
-            self.endpoint, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                payload = json.loads(response.read())
-        except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as err:
-            raise UserError(f"teacher server {self.endpoint} failed: {err}", _SERVER_FIX) from err
-        choices = sorted(payload.get("choices", []), key=lambda choice: choice.get("index", 0))
-        if len(choices) != len(sequences):
-            raise UserError(
-                f"teacher server answered {len(choices)} of {len(sequences)} prompts", _SERVER_FIX
+        with torch.no_grad():
+            out = sharding.call(
+                self.model, self._signals, prompt_ids, completion_ids, mask, need, temperature
             )
-        return choices
+        if "hidden" in need:
+            out["weight"] = self.head()
+        return TeacherSignals(**out)
 
+    def head(self) -> torch.Tensor:
+        """The lm_head the "hidden" signal hands to the student's KL, whole on every process
+        (gathered once when sharded: every process asks at the same call, so in lockstep)."""
+        if self._head is None:
+            self._head = sharding.full_tensor(lm_head_weight(sharding.inner(self.model)).detach())
+        return self._head
 
-_SERVER_FIX = "check teacher.url points at a vLLM-compatible /v1 endpoint serving teacher.served_model"
-
-
-def _position_logprobs(choice: dict, n_tokens: int) -> list[dict[int, float]]:
-    """Per prompt position, {token id: log-prob}; position 0 (no context) is empty."""
-    if choice.get("prompt_logprobs") is not None:  # vLLM: [None, {"id": {"logprob": x, ...}}, ...]
-        rows = choice["prompt_logprobs"][:n_tokens]
-        return [{int(t): float(v["logprob"]) for t, v in (row or {}).items()} for row in rows]
-    echo = (choice.get("logprobs") or {}).get("token_logprobs")
-    tokens = (choice.get("logprobs") or {}).get("tokens")
-    if echo is None or tokens is None:
-        raise UserError(
-            "teacher server returned neither prompt_logprobs nor echoed token_logprobs", _SERVER_FIX
-        )
-    # OpenAI echo format: tokens as "token_id:<id>" strings (vLLM --return-tokens-as-token-ids)
-    ids = [int(str(t).rsplit(":", 1)[-1]) for t in tokens[:n_tokens]]
-    return [
-        {i: float(v)} if v is not None and not math.isnan(v) else {} for i, v in zip(ids, echo, strict=False)
-    ]
+    def _signals(self, model, prompt_ids, completion_ids, mask, need, temperature) -> dict:
+        """The signals as a dict of tensors (what a sharded root's forward may return)."""
+        with self.autocast():
+            hidden = group_forward(model, prompt_ids, completion_ids, mask, with_grad=False)
+        weight, out = lm_head_weight(model), {}
+        if "hidden" in need:
+            out["hidden"] = hidden
+        if "logp" in need:
+            out["logp"] = completion_logprobs(hidden, weight, completion_ids, temperature, self.chunk_size)
+        if "topk" in need:
+            out["topk_logp"], out["topk_ids"] = topk_logprobs(
+                hidden, weight, self.top_k, 1.0, self.chunk_size
+            )
+        return out
 
 
 def load_teacher(
@@ -192,9 +122,17 @@ def load_teacher(
     if not cfg.terms.needs_teacher:
         return None
     if cfg.teacher.url:
-        return RemoteTeacher(
-            cfg.teacher.url, cfg.teacher.served_model, cfg.teacher.top_k, cfg.teacher.timeout_s
-        )
+        from dgrpo.remote.teacher import RemoteTeacher  # the server client, only when used
+
+        return RemoteTeacher.connect(cfg.teacher, tokenizer, student.get_output_embeddings().weight.shape[0])
     model = load_model(cfg.teacher.model, seed=cfg.run.seed + 1, dtype=cfg.model.dtype).to(device)
     check_compatible(tokenizer, load_tokenizer(cfg.teacher.model), student, model, role="teacher")
-    return LocalTeacher(model, cfg.teacher.top_k, cfg.loss.chunk_size, autocast)
+    return LocalTeacher(frozen_model(model, cfg, device), cfg.teacher.top_k, cfg.loss.chunk_size, autocast)
+
+
+def frozen_model(model: torch.nn.Module, cfg: TrainConfig, device) -> torch.nn.Module:
+    """A frozen teacher or reference: sharded under fsdp with parallel.shard_frozen, else whole."""
+    model = freeze(model)
+    if sharding.enabled(cfg.parallel) and cfg.parallel.shard_frozen:
+        return sharding.shard(model, cfg.parallel, device)
+    return model

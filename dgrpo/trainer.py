@@ -6,10 +6,13 @@ methods: sft and kd "roll out" the fixed response as a group of one, grpo/opd/dg
 completions; every group then runs its shared prompt once (`group_forward`) and is scored on
 completion positions only, in vocabulary chunks (`dgrpo.logprobs`).
 
-Under torchrun each process trains a replica on its slice of every step's batch
-(`dgrpo.distributed`): the loss normalisers and the gradient are summed across processes, so
-the step equals the single-process step on the whole batch; rank 0 alone writes. Sampling RNG
-is seeded with run.seed + rank, so ranks draw different completions.
+Under torchrun each process trains on its slice of every step's batch (`dgrpo.distributed`),
+holding a replica of the student or, with parallel.strategy fsdp, a shard of it
+(`dgrpo.sharding`): the loss normalisers and the gradient are summed across processes, so the
+step equals the single-process step on the whole batch. Each prompt's completions are drawn
+from a generator seeded by (run.seed, step, draw, position in the global batch), so they do not
+depend on the number of processes either. Rank 0 writes metrics; checkpoints are written by
+rank 0 (replicas) or by every process, each its shard (`dgrpo.checkpoint`).
 """
 
 import logging
@@ -21,13 +24,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgrpo import checkpoint, distributed
+from dgrpo import checkpoint, distributed, sharding
 from dgrpo.config import TrainConfig, to_yaml
 from dgrpo.data import Batches, Prepared, apply_chat_template_override, prepare
 from dgrpo.errors import DivergedError, UserError
@@ -43,7 +47,6 @@ from dgrpo.metrics import MetricsLogger, group_metrics, is_loss_share, merge_ran
 from dgrpo.models import (
     autocast_factory,
     check_compatible,
-    freeze,
     load_model,
     load_tokenizer,
     pick_device,
@@ -61,8 +64,11 @@ from dgrpo.objective import (
     uses_reference,
 )
 from dgrpo.packing import batch_totals, micro_batches
-from dgrpo.rollout import Group, fixed_group, frozen_logprobs, sample_group, score_group
-from dgrpo.teacher import Teacher, load_teacher
+from dgrpo.rollout import Group, fixed_group, frozen_logprobs, sample_group, score_group, widen
+from dgrpo.teacher import Teacher, frozen_model, load_teacher
+
+if TYPE_CHECKING:
+    from dgrpo.remote.rollout import ServerRollout
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +92,14 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     logger: MetricsLogger | None = None  # rank 0 only
+    sampler: "ServerRollout | None" = None  # rollout.backend server (dgrpo.remote.rollout)
     step: int = 0  # completed training steps
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train until run.steps (or run.stop_after more steps); returns the run directory.
     Under torchrun, every process calls this and joins the process group for its duration."""
-    with distributed.process_group(pick_device(cfg.run.device).type):
+    with distributed.process_group(pick_device(cfg.run.device).type, cfg.parallel.timeout_minutes):
         run = setup(cfg, resume)
         end = min(cfg.run.steps, run.step + (cfg.run.stop_after or cfg.run.steps))
         try:
@@ -106,6 +113,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         finally:
             if run.logger is not None:
                 run.logger.close()
+            if run.sampler is not None:
+                run.sampler.close()
     return run.run_dir
 
 
@@ -113,10 +122,14 @@ def train_step(run: Run) -> dict[str, float]:
     """One rollout batch (grad_accum draws) and optim.update_epochs updates on it, each update
     accumulating the gradient over token-budget micro-batches (dgrpo.packing)."""
     cfg, start = run.cfg, time.perf_counter()
-    groups = [group for _ in range(cfg.optim.grad_accum) for group in rollout(run, own_slice(run))]
+    groups = [group for draw in range(cfg.optim.grad_accum) for group in rollout(run, *own_slice(run), draw)]
     score(run, groups)
     weights, totals = step_weights(run), global_totals(groups)
     micro = micro_batches(groups, cfg.optim.micro_batch_tokens)
+    own_micro_batches, padding = len(micro), None
+    if isinstance(run.student, sharding.Sharded):  # equal collective calls on every process
+        padding = sharding.empty_like_group(groups[0])
+        micro = sharding.lockstep_micro_batches(micro, padding)
     stats: list[dict[str, Tensor]] = []
     for _ in range(cfg.optim.update_epochs):
         for pieces in micro:
@@ -125,19 +138,24 @@ def train_step(run: Run) -> dict[str, float]:
             if distributed.world_size() == 1:  # else the summed grad_norm stops every rank at once
                 check_finite(run, {"loss": loss, **loss_stats})
             loss.backward()  # a share of the step's loss: the shares sum to it
-            # logged values only: keep no autograd graph alive past the backward
-            stats.append({"loss": loss.detach(), **loss_stats, **diagnostics(signals, run.names)})
+            if any(piece is not padding for piece in pieces):  # lockstep padding alone: nothing to report
+                # logged values only: keep no autograd graph alive past the backward
+                stats.append({"loss": loss.detach(), **loss_stats, **diagnostics(signals, run.names)})
         grad_norm, lr = update(run)
+    if run.sampler is not None:  # the server samples the next step from the new weights
+        run.sampler.push(run.student)
     seconds = time.perf_counter() - start
-    extra = {"lambda": weights.lam, "lr": lr, "grad_norm": grad_norm, "micro_batches": len(micro)}
+    extra = {"lambda": weights.lam, "lr": lr, "grad_norm": grad_norm, "micro_batches": own_micro_batches}
+    extra |= {"rollout/sync_s": run.sampler.sync_seconds} if run.sampler is not None else {}
     return step_metrics(run, groups, stats, extra, seconds)
 
 
-def own_slice(run: Run) -> list:
-    """This rank's examples of the next batch: every rank draws the same global batch (same
-    seed and cursor) and takes positions rank, rank + world, ..."""
-    positions = run.batches.next()[distributed.rank() :: distributed.world_size()]
-    return [run.data.examples[i] for i in positions]
+def own_slice(run: Run) -> tuple[list, list[int]]:
+    """This rank's examples of the next batch and their positions in it: every rank draws the
+    same global batch (same seed and cursor) and takes positions rank, rank + world, ..."""
+    batch = run.batches.next()
+    positions = list(range(len(batch)))[distributed.rank() :: distributed.world_size()]
+    return [run.data.examples[batch[i]] for i in positions], positions
 
 
 def global_totals(groups: list[Group]) -> BatchTotals:
@@ -148,12 +166,36 @@ def global_totals(groups: list[Group]) -> BatchTotals:
     return BatchTotals(rows=int(rows), tokens=tokens)
 
 
-def rollout(run: Run, examples: list) -> list[Group]:
-    """G sampled completions per prompt, or the fixed response (METHODS' `samples`)."""
+def rollout(run: Run, examples: list, positions: list[int] | None = None, draw: int = 0) -> list[Group]:
+    """G sampled completions per prompt, or the fixed response (METHODS' `samples`); `positions`
+    in the global batch (default 0, 1, ...) and the accumulation `draw` seed the sampling. A
+    sharded student needs two completion positions per group (dgrpo.sharding: lockstep)."""
+    positions = range(len(examples)) if positions is None else positions
     if run.cfg.terms.samples:
         size = run.cfg.rollout.group_size
-        return [sample_group(run.student, run.tokenizer, ex, run.cfg.rollout, size) for ex in examples]
-    return [fixed_group(ex, run.tokenizer, run.device) for ex in examples]
+        if run.sampler is not None:
+            groups = run.sampler.sample_groups(examples, size)
+        else:
+            with sharding.gathered(run.student) as student:  # one all-gather for the whole rollout
+                groups = [
+                    sample_group(
+                        student, run.tokenizer, ex, run.cfg.rollout, size,
+                        generator=sampling_generator(run, draw, position), autocast=run.autocast,
+                    )
+                    for ex, position in zip(examples, positions, strict=True)
+                ]  # fmt: skip
+    else:
+        groups = [fixed_group(ex, run.tokenizer, run.device) for ex in examples]
+    if isinstance(run.student, sharding.Sharded):
+        groups = [widen(group, 2, run.tokenizer.pad_token_id) for group in groups]
+    return groups
+
+
+def sampling_generator(run: Run, draw: int, position: int) -> torch.Generator:
+    """The RNG of one prompt's completions: a function of (run.seed, step, draw, position in the
+    global batch), so a run draws the same completions on any number of processes."""
+    seed = np.random.SeedSequence([run.cfg.run.seed, run.step, draw, position]).generate_state(1)[0]
+    return torch.Generator(device=run.device).manual_seed(int(seed))
 
 
 def score(run: Run, groups: list[Group]) -> None:
@@ -189,20 +231,23 @@ def score(run: Run, groups: list[Group]) -> None:
 
 
 def forward(run: Run, groups: list[Group]) -> Signals:
-    """Signals of a micro-batch: per-group signals padded to one completion length and stacked."""
-    parts = [forward_group(run, group) for group in groups]
-    return Signals(**{f.name: _stack([getattr(p, f.name) for p in parts]) for f in fields(Signals)})
+    """Signals of a micro-batch: per-group signals padded to one completion length and stacked.
+    One call of the student (through its sharded root when sharded: dgrpo.sharding)."""
+
+    def signals(model) -> dict[str, Tensor | None]:
+        parts = [forward_group(run, model, group) for group in groups]
+        return {f.name: _stack([getattr(p, f.name) for p in parts]) for f in fields(Signals)}
+
+    return Signals(**sharding.call(run.student, signals))
 
 
-def forward_group(run: Run, group: Group) -> Signals:
+def forward_group(run: Run, model: torch.nn.Module, group: Group) -> Signals:
     """The student's log-probs (with gradient) on one group's completions, and what the terms
     read from the teacher; the prompt runs once and only completion positions reach the head."""
     cfg, teacher = run.cfg, group.teacher
     with run.autocast():
-        hidden = group_forward(
-            run.student, group.prompt_ids, group.completion_ids, group.mask, with_grad=True
-        )
-    weight, targets, chunk = lm_head_weight(run.student), group.completion_ids, cfg.loss.chunk_size
+        hidden = group_forward(model, group.prompt_ids, group.completion_ids, group.mask, with_grad=True)
+    weight, targets, chunk = lm_head_weight(model), group.completion_ids, cfg.loss.chunk_size
     kind = kl_kind(run.names)
     if kind is not None:
         logp, kl_teacher, entropy = logprobs_and_kl(
@@ -236,6 +281,7 @@ def forward_group(run: Run, group: Group) -> Signals:
         kl_teacher=kl_teacher,
         student_topk=student_topk,
         teacher_topk_logp=teacher.topk_logp if teacher is not None else None,
+        logp_sampler=group.logp_sampler,
     )
 
 
@@ -259,14 +305,17 @@ def step_weights(run: Run) -> Weights:
         temperature=run.temperature,
         aggregation=loss.aggregation,
         constant_per_row=loss.aggregation_constant or run.cfg.rollout.max_new_tokens,
+        tis_cap=run.cfg.rollout.tis_cap,
     )
 
 
 def update(run: Run) -> tuple[float, float]:
     """Clip, optimizer step, LR schedule step; returns (grad norm before clipping, LR used)."""
     params = [p for p in run.student.parameters() if p.requires_grad]
-    distributed.sum_gradients(params)
+    if not isinstance(run.student, sharding.Sharded):  # FSDP reduce-scattered them in backward
+        distributed.sum_gradients(params)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, run.cfg.optim.max_grad_norm or math.inf)
+    grad_norm = sharding.full_tensor(grad_norm)  # sharded: the global norm on every process
     check_finite(run, {"grad_norm": grad_norm})
     lr = run.optimizer.param_groups[0]["lr"]
     run.optimizer.step()
@@ -311,19 +360,24 @@ def step_metrics(run: Run, groups: list[Group], stats, extra: dict, seconds: flo
 
 
 def save(run: Run) -> None:
-    """Rank 0 writes the checkpoint (replicas hold equal weights and optimizer state), with
-    every rank's RNG state; all ranks return once it is on disk."""
+    """The checkpoint with every rank's RNG state; all ranks return once it is on disk. Rank 0
+    writes it (replicas hold equal weights and optimizer state), or every rank writes its shard."""
     rngs = distributed.gather_objects(checkpoint.rng_state())
-    if distributed.is_main():
-        state = {
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "data": run.batches.state_dict(),
-            **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
-        }
-        checkpoint.save(
-            run.run_dir, run.step, run.student, run.tokenizer, state, to_yaml(run.cfg), run.cfg.run.keep_last
+    state = {
+        "scheduler": run.scheduler.state_dict(),
+        "data": run.batches.state_dict(),
+        **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
+    }
+    where = (run.run_dir, run.step)
+    if isinstance(run.student, sharding.Sharded):
+        student, optimizer = run.student, run.optimizer
+        checkpoint.save_sharded(
+            *where, student, optimizer, run.tokenizer, state, to_yaml(run.cfg), run.cfg.run.keep_last
         )
+        return
+    if distributed.is_main():
+        state["optimizer"] = run.optimizer.state_dict()
+        checkpoint.save(*where, run.student, run.tokenizer, state, to_yaml(run.cfg), run.cfg.run.keep_last)
     distributed.barrier()
 
 
@@ -355,6 +409,10 @@ def setup(cfg: TrainConfig, resume: bool) -> Run:
     distributed.broadcast_parameters(student)
     prepare_for_training(student, cfg.model.gradient_checkpointing)
     names = active_terms(cfg.terms, cfg.loss.estimator, cfg.loss.combine, cfg.loss.beta)
+    teacher = load_teacher(cfg, tokenizer, student, autocast, device)
+    reference = _reference(cfg, names, tokenizer, student, device)
+    if sharding.enabled(cfg.parallel):
+        student = sharding.shard(student, cfg.parallel, device)
     data = prepare(
         cfg.data,
         tokenizer,
@@ -386,14 +444,19 @@ def setup(cfg: TrainConfig, resume: bool) -> Run:
         autocast=autocast,
         tokenizer=tokenizer,
         student=student,
-        teacher=load_teacher(cfg, tokenizer, student, autocast, device),
-        reference=_reference(cfg, names, tokenizer, student, device),
+        teacher=teacher,
+        reference=reference,
         data=data,
         batches=Batches(len(data.examples), cfg.data.batch_size, cfg.run.seed, cfg.data.shuffle),
         optimizer=optimizer,
         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
     )
     _restore(run, last)
+    if cfg.rollout.backend == "server" and cfg.terms.samples:
+        from dgrpo.remote.rollout import ServerRollout  # the server client, only when used
+
+        run.sampler = ServerRollout.connect(cfg, tokenizer, run_dir, device)
+        run.sampler.push(student)  # a fresh or restarted server starts from the run's weights
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
@@ -413,7 +476,15 @@ def _restore(run: Run, last: Path | None) -> None:
     if last is None:
         return
     state = checkpoint.load_state(last)
-    run.optimizer.load_state_dict(state["optimizer"])
+    if isinstance(run.student, sharding.Sharded):
+        checkpoint.load_sharded(last, run.student, run.optimizer)
+    elif "optimizer" in state:
+        run.optimizer.load_state_dict(state["optimizer"])
+    else:
+        raise UserError(
+            f"checkpoint {last} holds sharded optimizer state (written with parallel.strategy fsdp)",
+            "resume with parallel.strategy=fsdp on several processes, or start a new run.out_dir",
+        )
     run.scheduler.load_state_dict(state["scheduler"])
     run.batches.load_state_dict(state["data"])
     run.step = int(state["step"])
@@ -439,7 +510,7 @@ def _reference(cfg: TrainConfig, names, tokenizer, student, device) -> torch.nn.
     source = cfg.model.reference or cfg.model.student
     reference = load_model(source, seed=cfg.run.seed, dtype=cfg.model.dtype).to(device)
     check_compatible(tokenizer, load_tokenizer(source), student, reference, role="reference")
-    return freeze(reference)
+    return frozen_model(reference, cfg, device)
 
 
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str, floor: float) -> float:

@@ -1,10 +1,14 @@
 """Shared-prefix attention equals attention over G concatenated copies of the prompt."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import dgrpo.attention as attention
 from dgrpo.attention import prefix_attention
+from dgrpo.logprobs import group_forward
+from dgrpo.models import build_tiny
 
 
 def naive_attention(q, k_prompt, v_prompt, k_own, v_own, scale):
@@ -43,8 +47,7 @@ def kernel(request, monkeypatch):
     """The CPU flash kernel, or the plain-torch kernel used on other devices (small key chunks)."""
     if request.param == "reference":
         monkeypatch.setattr(attention, "_KEY_CHUNK", 4)
-        monkeypatch.setattr(attention, "_block_forward", attention._reference_forward)
-        monkeypatch.setattr(attention, "_block_backward", attention._reference_backward)
+        monkeypatch.setattr(attention, "_kernel", lambda q: "reference")
     return request.param
 
 
@@ -90,3 +93,59 @@ def test_prefix_attention_rejects_batched_prompt_and_misaligned_queries():
         prefix_attention(q, k_prompt.expand(3, -1, -1, -1), v_prompt, k_own, v_own, 0.3)
     with pytest.raises(ValueError, match="own keys"):
         prefix_attention(q, k_prompt, v_prompt, k_own[:, :, :3], v_own[:, :, :3], 0.3)
+
+
+def _like(device: str, dtype: torch.dtype, head_dim: int = 128):
+    """What `_kernel` reads of a query tensor (a CUDA one cannot be built without a GPU)."""
+    return SimpleNamespace(device=torch.device(device), dtype=dtype, shape=(1, 8, 64, head_dim))
+
+
+def test_kernel_choice_never_materialises_scores_on_cpu_or_cuda():
+    """CPU: the fused flash kernel for every dtype; CUDA: flash for the autocast dtypes (head
+    dims it supports), the memory-efficient kernel for float32; the chunked reference only for
+    float64 on CUDA and other devices."""
+    assert attention._kernel(_like("cpu", torch.float32)) == "cpu_flash"
+    assert attention._kernel(_like("cpu", torch.bfloat16)) == "cpu_flash"
+    assert attention._kernel(_like("cuda", torch.bfloat16)) == "flash"
+    assert attention._kernel(_like("cuda", torch.float16, head_dim=64)) == "flash"
+    assert attention._kernel(_like("cuda", torch.bfloat16, head_dim=512)) == "efficient"
+    assert attention._kernel(_like("cuda", torch.float32)) == "efficient"
+    assert attention._kernel(_like("cuda", torch.float64)) == "reference"
+    assert attention._kernel(_like("mps", torch.float32)) == "reference"
+
+
+def test_training_forward_under_bf16_autocast_runs_in_bf16_and_is_close():
+    """Under autocast Qwen3's q/k reach attention in float32 and v in bfloat16: the kernel runs
+    in the autocast dtype (as SDPA would), values and gradients close to float32."""
+    model = build_tiny("tiny-qwen3", 0)
+    prompt, completions = torch.randint(0, 1000, (1, 30)), torch.randint(0, 1000, (2, 5))
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    results = []
+    for enabled in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            hidden = group_forward(model, prompt, completions, mask, with_grad=True)
+        hidden.float().square().mean().backward()
+        results.append((hidden.float(), model.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+    (hidden, grad), (hidden_bf16, grad_bf16) = results
+    torch.testing.assert_close(hidden_bf16, hidden, rtol=0.05, atol=0.05)
+    assert torch.nn.functional.cosine_similarity(grad.flatten(), grad_bf16.flatten(), dim=0) > 0.99
+
+
+def test_prompt_pass_runs_causal_sdpa_without_a_mask(monkeypatch):
+    """The prompt pass goes to SDPA with is_causal and no [P, P] mask, so SDPA can pick its
+    fused kernels (flash / memory-efficient on CUDA) that never hold the scores."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
+        calls.append((attn_mask, is_causal, q.shape[-2]))
+        return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kwargs)
+
+    monkeypatch.setattr(sdpa.torch.nn.functional, "scaled_dot_product_attention", spy)
+    model = build_tiny("tiny-qwen3", 0)
+    group_forward(model, torch.randint(0, 1000, (1, 40)), torch.randint(0, 1000, (2, 3)),
+                  torch.ones(2, 3, dtype=torch.bool), with_grad=False)  # fmt: skip
+    assert calls == [(None, True, 40)] * model.config.num_hidden_layers  # the completions: prefix_attention

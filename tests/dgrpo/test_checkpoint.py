@@ -1,5 +1,7 @@
-"""Checkpoints: atomic HF-format directories, keep-last-N, exact trainer/RNG state round trip."""
+"""Checkpoints: atomic HF-format directories, keep-last-N, exact trainer/RNG state round trip,
+fsynced contents, and no save that can lose the last good checkpoint."""
 
+import os
 import random
 
 import numpy as np
@@ -50,3 +52,47 @@ def test_rng_state_round_trip():
     checkpoint.set_rng_state(state)
     second = (random.random(), np.random.rand(), torch.rand(3))
     assert first[:2] == second[:2] and torch.equal(first[2], second[2])
+
+
+def test_every_file_is_fsynced_before_the_rename(tmp_path, model, monkeypatch):
+    synced, renamed = [], []
+    real_fsync, real_rename = checkpoint.os.fsync, checkpoint.os.rename
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    def rename(src, dst):
+        renamed.append((str(src), len(synced)))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    monkeypatch.setattr(checkpoint.os, "rename", rename)
+    final = checkpoint.save(tmp_path, 1, model, embedded_tokenizer(), {}, "", 2)
+    (source, synced_before), *_ = renamed
+    assert source.endswith(".step-000001.partial")
+    names = {os.path.basename(path) for path in synced[:synced_before]}
+    assert {p.name for p in final.iterdir()} <= names  # contents of every file, before the rename
+
+
+def test_a_save_that_dies_never_costs_the_last_good_checkpoint(tmp_path, model, monkeypatch):
+    """Re-saving the same step moves the old copy aside; if the process dies before the new
+    copy is in place, the next start puts the old one back. Older checkpoints are pruned only
+    after the new one is in place."""
+    checkpoint.save(tmp_path, 1, model, embedded_tokenizer(), {"data": "old"}, "", 1)
+    real_rename = checkpoint.os.rename
+
+    def die_on_publish(src, dst):
+        if str(src).endswith(".partial"):
+            raise OSError("killed")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "rename", die_on_publish)
+    with pytest.raises(OSError, match="killed"):
+        checkpoint.save(tmp_path, 1, model, embedded_tokenizer(), {"data": "new"}, "", 1)
+    with pytest.raises(OSError, match="killed"):
+        checkpoint.save(tmp_path, 2, model, embedded_tokenizer(), {"data": "newer"}, "", 1)
+    monkeypatch.undo()
+    checkpoint.clean_partial(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000001"]
+    assert checkpoint.load_state(checkpoint.latest(tmp_path))["data"] == "old"

@@ -188,12 +188,11 @@ def test_content_fingerprint_follows_the_bytes_not_the_names(tmp_path):
 @pytest.mark.parametrize(
     ("response", "language", "expected"),
     [
-        ("Ada moved there. Answer: Rome", "en", "Ada moved there. Answer: Rome\nAnswer: Rome"),
+        ("Ada moved there. Answer: Rome", "en", "Ada moved there. Answer: Rome"),  # inline, read
         ("Ada lives in Rome.", "en", "Ada lives in Rome.\nAnswer: Rome"),
         ("Rome", "pt", "Rome\nResposta: Rome"),
         ("Roma, claro.\n", "de", "Roma, claro.\nAntwort: Rome"),
         ("Reasoning.\nAnswer: the rome", "en", "Reasoning.\nAnswer: the rome"),  # already read as Rome
-        ("Reasoning.\nAnswer: Paris", "en-GB", "Reasoning.\nAnswer: Paris\nAnswer: Rome"),
         ("Ok.", "fr", "Ok.\nAnswer: Rome"),
     ],
 )
@@ -206,6 +205,18 @@ def test_append_answer_line(response, language, expected):
     assert response_text(fields, cfg) == expected
     assert score(expected, {"kind": "exact", "answer": "Rome"}).value == 1.0
     assert response_text(fields, DataConfig(response_field="response_x")) == response  # off by default
+
+
+def test_append_answer_line_skips_a_response_with_another_answer():
+    """Appending 'Answer: Rome' after 'Answer: Paris' would be a hedge (reward 0): such a row
+    demonstrates a wrong answer and is left out of the sft/kd targets."""
+    from dgrpo.data import response_text
+    from longblocks.rewards import score
+
+    cfg = DataConfig(response_field="response_x", append_answer_line=True)
+    fields = {"answer": "Rome", "language": "en-GB", "response_x": "Reasoning.\nAnswer: Paris"}
+    assert response_text(fields, cfg) is None
+    assert score("Reasoning.\nAnswer: Paris\nAnswer: Rome", {"kind": "exact", "answer": "Rome"}).value == 0.0
 
 
 def test_answer_labels_are_the_lexicon_labels():
@@ -225,7 +236,8 @@ def test_answer_labels_are_the_lexicon_labels():
 def test_published_layout_targets_score_under_the_reward_trainers_use(dataset_dir, tmp_path, tokenizer):
     """Rows of the published layout (teacher responses ending with an inline answer, a sentence
     or a bare name): with data.append_answer_line every sft target scores 1 under the reward
-    grpo/eval apply to such rows (exact match against `answer`); without it, none parses."""
+    grpo/eval apply to such rows (exact match against `answer`); without it, only the inline
+    answer is read and the sentence and the bare name are unparsable."""
     from longblocks.rewards import score
 
     source = datasets.load_from_disk(str(dataset_dir))["train"]
@@ -238,11 +250,12 @@ def test_published_layout_targets_score_under_the_reward_trainers_use(dataset_di
     datasets.DatasetDict({"train": published}).save_to_disk(str(path))
     base = dict(path=str(path), response_field="response_teacher", max_prompt_tokens=4096,
                 defaults={"instruction": "End with a line 'Answer: <answer>'."})  # fmt: skip
-    for append, expected in ((True, 1.0), (False, 0.0)):
+    for append in (True, False):
         cfg = DataConfig(**base, append_answer_line=append)
         examples = prepare(cfg, tokenizer, "train", with_response=True, with_verification=True).examples
         assert len(examples) == len(source)
         for example in examples:
             assert example.verification["kind"] == "exact"
             target = tokenizer.decode(example.response_ids[:-1])
+            expected = 1.0 if append or example.index % 3 == 1 else 0.0
             assert score(target, example.verification).value == expected, target

@@ -172,6 +172,10 @@ def test_topk_logprobs_match_naive(head, chunk_size):
     assert values.shape == ids.shape == (37, 1, 6) and not values.requires_grad
     assert torch.equal(ids[:, 0], ref.indices)
     torch.testing.assert_close(values[:, 0], ref.values, rtol=1e-12, atol=1e-12)
+    targets = torch.arange(37).view(37, 1) % weight.shape[0]
+    *_, target_logp = topk_logprobs(hidden.view(37, 1, -1), weight, 6, TAU, chunk_size, targets=targets)
+    want = completion_logprobs(hidden.view(37, 1, -1), weight, targets, TAU, chunk_size)
+    torch.testing.assert_close(target_logp, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 6, 100])

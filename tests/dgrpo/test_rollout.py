@@ -7,7 +7,7 @@ from dgrpo.config import RolloutConfig
 from dgrpo.data import Example
 from dgrpo.logprobs import completion_logprobs, lm_head_weight
 from dgrpo.models import build_tiny, embedded_tokenizer
-from dgrpo.rollout import _group, fixed_group, frozen_logprobs, sample_group, score_group
+from dgrpo.rollout import fixed_group, frozen_logprobs, make_group, sample_group, score_group
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 EOS, PAD = 151645, 151643
@@ -32,7 +32,7 @@ def test_completions_end_at_their_first_stop_token():
         [*answer, 13, 14, 15],  # never stopped: truncated
         [EOS, 16, 17, 18, 19, 20],  # empty answer, stopped at once
     ])  # fmt: skip
-    group = _group(example(), torch.tensor([example().prompt_ids]), completions, tokenizer)
+    group = make_group(example(), torch.tensor([example().prompt_ids]), completions, tokenizer)
     assert group.mask.sum(1).tolist() == [len(answer) + 1, 6, 1]
     assert group.truncated.tolist() == [False, True, False]
     assert (group.completion_ids[~group.mask] == PAD).all()
@@ -49,7 +49,8 @@ def test_completions_end_at_their_first_stop_token():
 def test_truncated_reward_handling(mode, reward, masked):
     tokenizer = embedded_tokenizer()
     answer = tokenizer("Answer: Rome", add_special_tokens=False)["input_ids"]
-    group = _group(example(), torch.tensor([example().prompt_ids]), torch.tensor([answer, answer]), tokenizer)
+    prompt = torch.tensor([example().prompt_ids])
+    group = make_group(example(), prompt, torch.tensor([answer, answer]), tokenizer)
     group.truncated = torch.tensor([True, False])  # as if the first had been cut off
     score_group(group, mode)
     assert group.rewards.tolist() == [reward, 1.0]

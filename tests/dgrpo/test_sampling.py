@@ -1,4 +1,7 @@
-"""Sampling with one shared prompt K/V: same tokens as transformers' generate on G copies."""
+"""Sampling with one shared prompt K/V: same tokens as transformers' generate on G copies,
+seeded by its own generator, under the training forward's autocast."""
+
+from functools import partial
 
 import pytest
 import torch
@@ -95,3 +98,35 @@ def test_draw_frequencies_follow_softmax_at_temperature():
     drawn = torch.stack([draw(logits.expand(500, -1), 0.8) for _ in range(20)]).flatten()
     freq = torch.bincount(drawn, minlength=5).float() / drawn.numel()
     torch.testing.assert_close(freq, want, atol=0.015, rtol=0)  # 10,000 draws: ~3.5 std errors
+
+
+def test_a_generator_makes_the_draws_independent_of_the_global_rng():
+    model = build_tiny("tiny-qwen3", 0).eval()
+    ids, runs = prompt(50), []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        generator = torch.Generator().manual_seed(9)
+        runs.append(
+            sample_completions(
+                model, ids, 3, max_new_tokens=5, stop_ids=[151645], pad_id=0, generator=generator
+            )
+        )
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_the_decoder_samples_under_the_training_autocast():
+    """Sampling runs every decoder call under the autocast the training forward uses, so the
+    sampled policy is the one whose log-probs the objective computes."""
+    model = build_tiny("tiny-qwen3", 0).eval()
+    seen = []
+    hook = model.model.layers[0].register_forward_hook(
+        lambda module, args, out: seen.append(torch.is_autocast_enabled("cpu"))
+    )
+    autocast = partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+    try:
+        sample_completions(
+            model, prompt(30), 2, max_new_tokens=4, stop_ids=[151645], pad_id=0, autocast=autocast
+        )
+    finally:
+        hook.remove()
+    assert seen == [True] * 4  # the prompt, then 3 decoding steps (the 4th token needs no forward)

@@ -1,16 +1,17 @@
-"""Teachers: local scoring equals a naive full-logits computation; the remote teacher parses a
-vLLM-style server (a fake one on 127.0.0.1, in-process) into the same numbers."""
-
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+"""Teachers: local scoring equals a naive full-logits computation; the remote teacher reads the
+same numbers from `dgrpo serve` on 127.0.0.1 (vLLM's prompt_logprobs), within 1e-4."""
 
 import pytest
 import torch
 
+from dgrpo.config import ServerClientConfig, TeacherConfig
 from dgrpo.errors import UserError
-from dgrpo.models import build_tiny
-from dgrpo.teacher import LocalTeacher, RemoteTeacher
+from dgrpo.models import build_tiny, embedded_tokenizer
+from dgrpo.remote.client import ServerClient, ServerUnavailableError
+from dgrpo.remote.teacher import RemoteTeacher, position_logprobs
+from dgrpo.server.engine import Engine
+from dgrpo.server.http import ServerThread
+from dgrpo.teacher import LocalTeacher
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 K = 5
@@ -61,93 +62,43 @@ def test_local_teacher_matches_naive(model, group):
     assert only_logp.hidden is None and only_logp.topk_ids is None
 
 
-class FakeVLLM(BaseHTTPRequestHandler):
-    """POST /v1/completions with token-id prompts: answers with prompt_logprobs (vLLM) computed
-    by a local model, or with OpenAI echo logprobs when the server is in `echo_only` mode."""
-
-    model = None
-    echo_only = False
-    requests: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(body)
-        choices = [self._choice(i, seq, body["prompt_logprobs"]) for i, seq in enumerate(body["prompt"])]
-        payload = json.dumps({"object": "text_completion", "choices": choices}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def _choice(self, index, sequence, top_k):
-        with torch.no_grad():
-            logp = torch.log_softmax(self.model(torch.tensor([sequence])).logits[0].double(), -1)
-        if self.echo_only:
-            values = [None] + [logp[t - 1, tok].item() for t, tok in enumerate(sequence) if t > 0]
-            return {
-                "index": index,
-                "logprobs": {"tokens": [f"token_id:{t}" for t in sequence], "token_logprobs": values},
-            }
-        rows = [None]
-        for t in range(1, len(sequence)):
-            top = logp[t - 1].topk(top_k) if top_k else None
-            entry = (
-                {
-                    str(i): {"logprob": v, "rank": r + 1}
-                    for r, (v, i) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True))
-                }
-                if top_k
-                else {}
-            )  # noqa: E501
-            entry[str(sequence[t])] = {"logprob": logp[t - 1, sequence[t]].item(), "rank": 0}
-            rows.append(entry)
-        return {"index": index, "text": "x", "prompt_logprobs": rows}
-
-    def log_message(self, *args):  # keep the test output quiet
-        pass
-
-
 @pytest.fixture
 def server(model):
-    FakeVLLM.model, FakeVLLM.echo_only, FakeVLLM.requests = model, False, []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeVLLM)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    """`dgrpo serve` of the teacher model on 127.0.0.1 (a thread of this process)."""
+    with ServerThread(Engine(model, embedded_tokenizer(), "teacher")) as url:
+        yield url
 
 
-def test_remote_teacher_matches_the_local_one(model, group, server):
+def remote_teacher(url: str, batch_size: int = 8, retries: int = 0) -> RemoteTeacher:
+    server = ServerClientConfig(batch_size=batch_size, retries=retries, backoff_s=0.01)
+    cfg = TeacherConfig(url=url, served_model="teacher", top_k=K, server=server)
+    return RemoteTeacher.connect(cfg, embedded_tokenizer(), vocab_rows=151936)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8], ids=["request-per-sequence", "one-request"])
+def test_remote_teacher_matches_the_local_one(model, group, server, batch_size):
     prompt, completions, mask = group
     need = frozenset({"logp", "topk"})
-    remote = RemoteTeacher(server, "teacher", top_k=K, timeout_s=30).score(
-        prompt, completions, mask, need, 1.0
-    )
+    remote = remote_teacher(server, batch_size).score(prompt, completions, mask, need, 1.0)
     local = LocalTeacher(model, top_k=K, chunk_size=4).score(prompt, completions, mask, need, 1.0)
-    torch.testing.assert_close(remote.logp[mask], local.logp[mask], rtol=1e-4, atol=1e-4)
+    assert (remote.logp[mask] - local.logp[mask]).abs().max() < 1e-4
     assert torch.equal(remote.topk_ids[mask], local.topk_ids[mask])
-    torch.testing.assert_close(remote.topk_logp[mask], local.topk_logp[mask], rtol=1e-4, atol=1e-4)
-    (request,) = FakeVLLM.requests  # one request per group, token ids in, prompt log-probs out
-    assert request["prompt"][1] == prompt[0].tolist() + completions[1, :3].tolist()
-    assert request["prompt_logprobs"] == K and request["model"] == "teacher"
+    assert (remote.topk_logp[mask] - local.topk_logp[mask]).abs().max() < 1e-4
+    only_logp = remote_teacher(server).score(prompt, completions, mask, frozenset({"logp"}), 1.0)
+    assert only_logp.topk_ids is None
+    torch.testing.assert_close(only_logp.logp, remote.logp, atol=1e-5, rtol=0)
 
 
-def test_remote_teacher_reads_openai_echo_logprobs(model, group, server):
-    FakeVLLM.echo_only = True
-    prompt, completions, mask = group
-    remote = RemoteTeacher(server, "teacher", K, 30).score(
-        prompt, completions, mask, frozenset({"logp"}), 1.0
-    )
-    local = LocalTeacher(model, K, 4).score(prompt, completions, mask, frozenset({"logp"}), 1.0)
-    torch.testing.assert_close(remote.logp[mask], local.logp[mask], rtol=1e-4, atol=1e-4)
-    with pytest.raises(UserError, match="returned 1 < 5 top log-probs"):  # echo carries no top-k
-        RemoteTeacher(server, "teacher", K, 30).score(
-            prompt, completions, mask, frozenset({"logp", "topk"}), 1.0
-        )
+def test_prompt_logprobs_are_required():
+    choice = {"prompt_logprobs": [None, {"7": {"logprob": -1.5, "rank": 1}}]}
+    assert position_logprobs(choice, 2) == [{}, {7: -1.5}]
+    with pytest.raises(UserError, match="teacher server returned no prompt_logprobs"):
+        position_logprobs({"text": "x", "logprobs": None}, 3)
 
 
-def test_unreachable_server_is_a_user_error(group):
-    with pytest.raises(UserError, match="teacher server http://127.0.0.1:9/v1/completions failed"):
-        RemoteTeacher("http://127.0.0.1:9/v1", "teacher", K, 5).score(*group, frozenset({"logp"}), 1.0)
+def test_unreachable_server_is_one_user_error_after_the_retries(group, caplog):
+    cfg = TeacherConfig(url="http://127.0.0.1:9/v1", server=ServerClientConfig(retries=2, backoff_s=0.01))
+    teacher = RemoteTeacher(ServerClient(cfg.url, "teacher", cfg.server, "teacher"), K, 151936)
+    with pytest.raises(ServerUnavailableError, match="teacher server http://127.0.0.1:9/v1 failed 3 times"):
+        teacher.score(*group, frozenset({"logp"}), 1.0)
+    assert sum("retrying in" in record.message for record in caplog.records) == 2
