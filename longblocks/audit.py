@@ -33,6 +33,8 @@ MAX_REPEATS = 0.03  # share of a context's sentences that repeat an earlier one 
 MAX_FINAL_RELATION = 0.25  # share of one final relation among the chains of a split and length
 MIN_BUCKET = 20  # (split, length) buckets smaller than this are too noisy for the relation check
 MIN_ROWS = 50  # rows a baseline needs before its distance from chance is judged
+ATTACK_LIMIT = 0.2  # the most a reward attack (a response without the skill) may earn
+ATTACK_ROWS = 300  # rows the reward attacks are scored on (the first by id: ~50 ms a row)
 AUDIT_FILE = "audit.json"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _YEAR = re.compile(r"(?<![\w])(1[6-9]\d\d|20\d\d)(?![\w])")
@@ -54,8 +56,9 @@ class AuditResult:
 
     @property
     def judged(self) -> bool:
-        """Exact counts are judged at any size; a baseline against chance from `MIN_ROWS` rows."""
-        return self.chance == 0 or self.n >= MIN_ROWS
+        """Exact counts and attacks are judged at any size; a baseline against chance from
+        `MIN_ROWS` rows."""
+        return self.chance == 0 or self.n >= MIN_ROWS or self.name.startswith("attack: ")
 
     @property
     def passed(self) -> bool:
@@ -364,8 +367,11 @@ def is_chain_row(row: dict) -> bool:
     return row["task"] == "multihop" or (row["task"] == "grounding" and v.get("variant") == "cited")
 
 
-def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = MARGIN) -> list[AuditResult]:
-    """Every baseline and text check over `rows` (each with its world)."""
+def audit_rows(
+    rows: list[dict], worlds: dict[str, AuditWorld], margin: float = MARGIN, attack_rows: int = ATTACK_ROWS
+) -> list[AuditResult]:
+    """Every baseline and text check over `rows` (each with its world), then the reward
+    attacks over the first `attack_rows` rows by id."""
     results: list[AuditResult] = []
     prior = Counter(r["verification"]["answer_entity"] for r in rows if is_chain_row(r))
     for task in ("multihop", "grounding"):
@@ -388,6 +394,7 @@ def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = 
             results.append(AuditResult("sentence names start and answer", label, shortcut, 0, 0, len(multi)))
     results += _final_relation(rows)
     results += _counting(rows, margin)
+    results += reward_attacks(sorted(rows, key=lambda r: r["id"])[:attack_rows])
     grounded = [(r, worlds[r["world_id"]]) for r in rows if r["task"] == "grounding"]
     answerable = [(r, w) for r, w in grounded if r["verification"]["variant"] in ("cited", "abstain")]
     if any(r["verification"]["variant"] == "abstain" for r, _ in answerable):
@@ -420,6 +427,29 @@ def audit_rows(rows: list[dict], worlds: dict[str, AuditWorld], margin: float = 
             bool(anachronisms(r["document"], r["language"], worlds[r["world_id"]].quantities)) for r in rows
         )
         results.append(AuditResult("rows with an anachronism", "all", late, 0, 0, len(rows)))
+    return results
+
+
+def reward_attacks(rows: list[dict]) -> list[AuditResult]:
+    """Mean reward of each attack of `longblocks.attacks` per task (all languages together),
+    against `ATTACK_LIMIT`. Always abstaining earns the share of rows that expect abstention,
+    its chance; every other attack's chance is 0."""
+    from longblocks.attacks import reward_attack_table  # scoring every attack is the slow part
+
+    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    for record in reward_attack_table(rows):
+        if record["attack"] == "reference":
+            continue  # the gold response: `validate` requires full reward
+        total = totals[record["attack"], record["task"]]
+        total[0] += record["n"]
+        total[1] += record["mean"] * record["n"]
+    results = []
+    for (attack, task), (n, value) in sorted(totals.items()):
+        share = sum(r["verification"]["kind"] == "abstain" for r in rows if r["task"] == task) / max(
+            1, sum(r["task"] == task for r in rows)
+        )
+        chance = round(share, 4) if attack == "always_abstain" else 0.0
+        results.append(AuditResult(f"attack: {attack}", task, round(value / n, 4), chance, ATTACK_LIMIT, n))
     return results
 
 
