@@ -1,12 +1,12 @@
-# Two entry points: `make demo` (generate a dataset, then a short dgrpo training run on embedded
-# tiny models) and `make test`.
-# Both create .venv on first use and install the project with the pinned torch.
+# Entry points: `make demo` (generate a dataset and train dgrpo on it briefly, then a dgrpo run that
+# visibly learns the toy task of dgrpo/study/toy.py and plots its reward), `make test`, `make study` (docs/results.md).
+# Each creates .venv on first use and installs the project with the pinned torch.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= data/demo
 DEMO_RUN ?= out/demo-dgrpo
 
-.PHONY: install demo test test-all lint bench schemas
+.PHONY: install demo test test-all lint bench schemas study study-quick
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/longblocks generate --task multihop --length 2k --num-examples 24 --workers 2 --out $(DEMO_DIR) --overwrite
 	rm -rf $(DEMO_RUN)
-	$(VENV)/bin/dgrpo train configs/dgrpo.yaml --set data.path=$(DEMO_DIR) run.out_dir=$(DEMO_RUN)
+	$(VENV)/bin/dgrpo train dgrpo --set data.path=$(DEMO_DIR) run.out_dir=$(DEMO_RUN)/longblocks
+	$(PY) -m dgrpo.study.demo $(DEMO_RUN)/toy
+
+# The method comparison (docs/results.md and its plots); stages are cached under out/study.
+study: install
+	$(PY) -m dgrpo.study configs/study/full.yaml
+
+# The same pipeline at the smallest scale (~10 minutes): writes out/study-quick/report/results.md.
+study-quick: install
+	$(PY) -m dgrpo.study configs/study/quick.yaml
 
 test: install
 	$(PY) -m pytest

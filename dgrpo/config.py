@@ -276,7 +276,8 @@ class LossConfig(Section):
     estimator: ReverseKLEstimator = Field(
         "full",
         description="OPD reverse-KL estimator (loss-level): 'full' exact over the vocabulary (chunked), "
-        "'topk' over the teacher's top-K tokens, 'sampled' the sampled-token log-ratio as a stop-gradient "
+        "'topk' over the teacher's top-K tokens plus one tail bucket (a lower bound of the exact KL), "
+        "'sampled' the sampled-token log-ratio as a stop-gradient "
         "reward (the only one for a logprob-only teacher).",
     )
     combine: Literal["loss", "advantage"] = Field(
@@ -495,7 +496,7 @@ class TrainConfig(Section):
             raise Rule(
                 f"teacher.url returns log-probs at temperature 1, not rollout.temperature "
                 f"{self.rollout.temperature}",
-                "set rollout.temperature to 1.0, or use loss.estimator topk (renormalised at τ)",
+                "set rollout.temperature to 1.0, or use a local teacher.model",
             )
         return self
 
@@ -505,7 +506,8 @@ class TrainConfig(Section):
 
     @property
     def _uses_sampled_logp(self) -> bool:
-        return self.terms.opd and (self.loss.combine == "advantage" or self.loss.estimator == "sampled")
+        # topk too: the tail bucket needs the teacher's full normaliser at τ, which log-probs at 1 lack
+        return self.terms.opd and (self.loss.combine == "advantage" or self.loss.estimator != "full")
 
 
 class Rule(ValueError):

@@ -246,7 +246,7 @@ def topk_logprobs(
 
     Must equal `torch.log_softmax(hidden @ W.T / τ, -1).topk(k, -1)` (values and ids); holds
     one [chunk_size, V] logits buffer at a time. No gradient: this is a teacher signal
-    (`reverse_kl_topk` takes the teacher's top-k at τ = 1).
+    (`reverse_kl_topk` takes the teacher's top-k at the rollout τ).
 
     Args:
         hidden: [..., H] final-norm hidden states at completion positions.

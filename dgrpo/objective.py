@@ -40,8 +40,9 @@ class Signals:
     logp_ref: Tensor | None = None  # [N, C] log π_ref(y_t)
     logp_teacher: Tensor | None = None  # [N, C] log π_T(y_t) at τ
     kl_teacher: Tensor | None = None  # [N, C] exact chunked KL with gradient (reverse: opd; forward: kd)
-    student_topk: Tensor | None = None  # [N, C, K] student logits at the teacher's top-K ids, with gradient
-    teacher_topk_logp: Tensor | None = None  # [N, C, K] teacher log-probs (τ = 1) at those ids
+    # [N, C, K + 1] raw student logits h·W at the teacher's top-K ids, then at y_t, with gradient
+    student_topk: Tensor | None = None
+    teacher_topk_logp: Tensor | None = None  # [N, C, K] log π_T at τ of its K likeliest tokens
     logp_sampler: Tensor | None = None  # [N, C] log π_sampler(y_t) reported by a rollout server
 
 
@@ -97,10 +98,14 @@ def _opd_full(s: Signals, w: Weights):
 
 
 def _opd_topk(s: Signals, w: Weights):
-    # `student_topk` already holds the student logits gathered at the teacher's ids, so the
-    # ids into it are 0..K-1
-    ids = torch.arange(s.student_topk.shape[-1], device=s.student_topk.device).expand_as(s.student_topk)
-    return w.lam * reverse_kl_topk(s.student_topk, s.teacher_topk_logp, ids, w.temperature), {}
+    """λ·KL_t over the teacher's top-K plus a tail bucket. The student's log-normaliser at τ comes
+    from the sampled token, log Z_t = z(y_t)/τ − log π_θ(y_t), so it carries the gradient of the
+    whole vocabulary without any [N, C, V] logits; must equal `losses.reverse_kl_topk` on the
+    full log-softmax gathered at the teacher's ids."""
+    logits = s.student_topk / w.temperature
+    log_norm = logits[..., -1] - s.logp
+    logp_topk = logits[..., :-1] - log_norm.unsqueeze(-1)
+    return w.lam * reverse_kl_topk(logp_topk, s.teacher_topk_logp), {}
 
 
 def _opd_sampled(s: Signals, w: Weights):

@@ -31,7 +31,7 @@ class TeacherSignals:
     hidden: torch.Tensor | None = None  # [G, C, H_t] final-norm hidden states at completion positions
     weight: torch.Tensor | None = None  # [V_t, H_t] the teacher's lm_head
     logp: torch.Tensor | None = None  # [G, C] log π_T(y_t) at the rollout temperature τ
-    topk_logp: torch.Tensor | None = None  # [G, C, K] log-probs at τ = 1 of its K likeliest tokens
+    topk_logp: torch.Tensor | None = None  # [G, C, K] log-probs at τ of its K likeliest tokens
     topk_ids: torch.Tensor | None = None  # [G, C, K]
 
     def select(self, rows: slice) -> "TeacherSignals":
@@ -106,7 +106,7 @@ class LocalTeacher:
             out["logp"] = completion_logprobs(hidden, weight, completion_ids, temperature, self.chunk_size)
         if "topk" in need:
             out["topk_logp"], out["topk_ids"] = topk_logprobs(
-                hidden, weight, self.top_k, 1.0, self.chunk_size
+                hidden, weight, self.top_k, temperature, self.chunk_size
             )
         return out
 

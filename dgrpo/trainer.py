@@ -268,8 +268,10 @@ def forward_group(run: Run, model: torch.nn.Module, group: Group) -> Signals:
         )
     student_topk = None
     if teacher is not None and teacher.topk_ids is not None:
-        # [G, C, K] student logits at the teacher's top-K ids as h·W[ids]: never [G, C, V] logits
-        student_topk = gathered_logits(hidden, weight, teacher.topk_ids, chunk)
+        # [G, C, K + 1] student logits h·W[ids] at the teacher's top-K ids and at the sampled token
+        # (whose logit and log-prob give the student's normaliser): never [G, C, V] logits
+        ids = torch.cat([teacher.topk_ids, targets.unsqueeze(-1)], dim=-1)
+        student_topk = gathered_logits(hidden, weight, ids, chunk)
     return Signals(
         mask=group.loss_mask,
         logp=logp,

@@ -167,6 +167,7 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
                 tolerance=int(length * TOLERANCE),
                 rng=rng,
                 pinned=instance.pinned,
+                documents=instance.documents,
             )
             break
         except EvidenceTooLong:

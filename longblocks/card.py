@@ -21,6 +21,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
+from longblocks.audit import AUDIT_FILE, MIN_ROWS, AuditResult, render_table
 from longblocks.config import BuildConfig
 from longblocks.render.env import find_folder
 from longblocks.row import Row, Verification
@@ -28,6 +29,7 @@ from longblocks.row import Row, Verification
 CARD_COLUMNS = ("task", "length", "language", "n_tokens", "tokenizer", "verification")
 SPLIT_ORDER = ("train", "validation", "test")
 LENGTH_PLOT, DEPTH_PLOT = "assets/length_hist.png", "assets/depth_hist.png"
+AUDIT_PLOT = "assets/audit.png"
 LICENSE = "cc-by-4.0"  # the worlds and prose are synthetic; attribution is the only condition
 PRETTY_NAME = "LongBlocks: verifiable long-context tasks"
 TAGS = ["long-context", "synthetic", "verifiable", "multi-hop"]
@@ -44,14 +46,32 @@ def write_card(
     """Write README.md and the two plots into `folder`; returns the paths written.
 
     `rows` maps split -> rows (only `CARD_COLUMNS` are read); `summary` is `io.summarize(rows)`.
+    The shortcut audit comes from `folder/audit.json` (written by `io.save`) when it exists, and
+    adds a table and `AUDIT_PLOT`.
     """
     (folder / "assets").mkdir(exist_ok=True)
     plot_lengths(rows, folder / LENGTH_PLOT)
     plot_depths(rows, folder / DEPTH_PLOT)
+    written = [folder / "README.md", folder / LENGTH_PLOT, folder / DEPTH_PLOT]
+    results = read_audit(folder)
+    if results:
+        plot_audit(results, folder / AUDIT_PLOT)
+        written.append(folder / AUDIT_PLOT)
     readme = folder / "README.md"
-    text = render_card(rows, cfg, summary, repo_id, fingerprint=data_fingerprint(folder))
-    readme.write_text(text, encoding="utf-8")
-    return [readme, folder / LENGTH_PLOT, folder / DEPTH_PLOT]
+    readme.write_text(
+        render_card(rows, cfg, summary, repo_id, results, fingerprint=data_fingerprint(folder)),
+        encoding="utf-8",
+    )
+    return written
+
+
+def read_audit(folder: Path) -> list[AuditResult]:
+    """The audit records saved beside the dataset, or [] for a dataset saved without them."""
+    file = folder / AUDIT_FILE
+    if not file.is_file():
+        return []
+    fields = ("name", "task", "value", "chance", "margin", "n")
+    return [AuditResult(**{k: r[k] for k in fields}) for r in json.loads(file.read_text(encoding="utf-8"))]
 
 
 def render_card(
@@ -59,6 +79,7 @@ def render_card(
     cfg: BuildConfig,
     summary: dict,
     repo_id: str | None = None,
+    audit: list[AuditResult] = (),
     fingerprint: str = "",
 ) -> str:
     """The README.md text: YAML front matter for the Hub, then the card body."""
@@ -83,6 +104,10 @@ def render_card(
             not_on_cli=[name for name in NOT_ON_CLI if _differs_from_default(cfg, name)],
             length_plot=LENGTH_PLOT,
             depth_plot=DEPTH_PLOT,
+            audit_table=render_table(audit) if audit else "",
+            audit_failed=[f"{r.task}: {r.name}" for r in audit if not r.passed],
+            audit_min_rows=MIN_ROWS,
+            audit_plot=AUDIT_PLOT,
             fingerprint=fingerprint,
         )
     )
@@ -302,6 +327,37 @@ def plot_depths(rows: dict[str, list[dict]], path: Path) -> None:
         _headroom(ax, bottom)
 
     _save_figure(draw, path, size=(6, 3.4))
+
+
+def plot_audit(results: list[AuditResult], path: Path) -> None:
+    """Each shortcut baseline's accuracy beside chance and the limit it must stay under."""
+    import numpy as np
+
+    baselines = [r for r in results if r.chance > 0 and r.margin > 0 and r.judged]
+
+    def draw(fig) -> None:
+        ax = fig.subplots()
+        fig.subplots_adjust(left=0.42, right=0.97, bottom=0.12, top=0.92)
+        y = np.arange(len(baselines))
+        ax.barh(y, [r.value for r in baselines], color=COLORS[0], label="baseline")
+        ax.scatter(
+            [r.chance for r in baselines], y, color=COLORS[2], marker="|", s=200, label="chance", zorder=3
+        )
+        ax.scatter(
+            [r.chance + r.margin for r in baselines],
+            y,
+            color=COLORS[3],
+            marker="|",
+            s=200,
+            label="limit",
+            zorder=3,
+        )
+        ax.set_yticks(y, [f"{r.name} ({r.task})" for r in baselines], fontsize="small")
+        ax.invert_yaxis()
+        ax.set(xlabel="accuracy (F1 for the abstain rule)", title="Shortcut baselines", xlim=(0, 1))
+        ax.legend(loc="lower right", fontsize="small")
+
+    _save_figure(draw, path, size=(8, 0.9 + 0.32 * max(1, len(baselines))))
 
 
 def _headroom(ax, heights) -> None:

@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="re-check a generated dataset; exit 1 if any check fails")
     check.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
     check.add_argument("--tokenizer", default=None, help="local HF tokenizer dir to count with instead")
+    check.add_argument(
+        "--margin",
+        type=float,
+        default=0.10,
+        help="how far a shortcut baseline may beat chance (default 0.10)",
+    )
+    aud = commands.add_parser("audit", help="shortcut baselines and text checks; exit 1 if one fails")
+    aud.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
+    aud.add_argument("--margin", type=float, default=0.10, help="how far a baseline may beat chance")
+    aud.add_argument("--json", type=Path, default=None, help="also write the records to this JSON file")
     pub = commands.add_parser("publish", help="upload a generated dataset to the Hugging Face Hub")
     pub.add_argument("dir", type=Path, help="dataset folder (the --out of generate)")
     pub.add_argument("--repo-id", required=True, help="Hub dataset repository, ORG/NAME")
@@ -159,9 +169,22 @@ def export_schemas(args: argparse.Namespace) -> None:
 def validate(args: argparse.Namespace) -> int:
     from longblocks.validate import validate_dataset
 
-    report = validate_dataset(args.dir, tokenizer=args.tokenizer)
+    report = validate_dataset(args.dir, tokenizer=args.tokenizer, margin=args.margin)
     print(report.render())
     return 0 if report.ok else 1  # failures are data problems, not usage errors (2)
+
+
+def audit(args: argparse.Namespace) -> int:
+    import json
+
+    from longblocks.audit import audit as audit_dataset
+    from longblocks.audit import render_table
+
+    results = audit_dataset(args.dir, margin=args.margin)
+    print(render_table(results))
+    if args.json is not None:
+        args.json.write_text(json.dumps([r.as_dict() for r in results], indent=1) + "\n", encoding="utf-8")
+    return 0 if all(r.passed for r in results) else 1
 
 
 def publish(args: argparse.Namespace) -> None:
@@ -180,6 +203,7 @@ COMMANDS = {
     "merge": merge,
     "schemas": export_schemas,
     "validate": validate,
+    "audit": audit,
     "publish": publish,
 }
 

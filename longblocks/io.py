@@ -7,6 +7,7 @@ Layout of an output directory:
     worlds/<world_id>.json                          every world, to re-derive answers
     generation.json                                 the build config and a summary
                                                     (`BuildConfig.recorded`)
+    audit.json                                      shortcut baselines and text checks (`audit`)
     README.md, assets/*.png                         the dataset card and its plots (`card.py`)
 
 Everything is written to a temporary sibling directory and renamed into place at the end,
@@ -24,6 +25,7 @@ from statistics import median
 import datasets
 import pyarrow.parquet as pq
 
+from longblocks.audit import AUDIT_FILE, AuditWorld, audit_rows
 from longblocks.card import write_card
 from longblocks.config import BuildConfig
 from longblocks.errors import UserError
@@ -120,6 +122,7 @@ def save(
         write_worlds(worlds, tmp / "worlds")
         summary = summarize(rows)
         write_json({"config": cfg.recorded(), "summary": summary}, tmp / "generation.json")
+        write_audit(tmp, rows, worlds)
         write_card(tmp, rows, cfg, summary)
     return summary
 
@@ -148,6 +151,15 @@ def write_worlds(worlds: list[World], folder: Path) -> None:
 
 def write_json(value, path: Path) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_audit(folder: Path, rows: dict[str, list[dict]], worlds: list[World]) -> None:
+    """`audit.json`: the shortcut baselines and text checks of `longblocks.audit` (the card shows
+    them; `longblocks audit DIR` measures them again from the saved files)."""
+    flat = [row for split_rows in rows.values() for row in split_rows]
+    results = audit_rows(flat, {w.id: AuditWorld.from_data(w.model_dump()) for w in worlds})
+    text = json.dumps([r.as_dict() for r in results], indent=1) + "\n"
+    (folder / AUDIT_FILE).write_text(text, encoding="utf-8")
 
 
 def _write_parquet(dataset: datasets.DatasetDict, folder: Path) -> None:

@@ -30,7 +30,12 @@ from longblocks.errors import UserError
 
 log = logging.getLogger(__name__)
 
-TREE = ("data/*.parquet", "worlds/*.json", "generation.json")  # copied as they are; the card is rendered
+TREE = (
+    "data/*.parquet",
+    "worlds/*.json",
+    "generation.json",
+    "audit.json",
+)  # copied as they are; the card is rendered
 REPO_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?/[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 SHARD = re.compile(r"(?P<split>.+)-\d{5}-of-\d{5}")
 # Remote files an upload replaces: a republished dataset with fewer shards must not keep old ones.

@@ -8,6 +8,12 @@ Every claim a row makes is measured again from the artifact; the checks a `Repor
 - evidence: each evidence sentence occurs once in the context, inside document `[doc_id]`, at
   its recorded token depth (±0.02); cited doc ids exist;
 - answers: the task re-derives the row from its saved world graph; `reference` earns full reward;
+- graph: the answer again, by a networkx traversal of the saved world's facts (not the
+  generator's indexes): the relation path from the start reaches exactly the answer;
+- text: at 2+ hops no sentence names both the start and the answer; no document states a year
+  after its own date; at most 3% of a context's sentences repeat an earlier one exactly;
+- shortcuts: no cheap baseline of `longblocks.audit` beats chance by more than `margin`
+  (baselines measured on fewer than `audit.MIN_ROWS` rows are too noisy to judge: skipped);
 - unique: row ids are unique over all splits;
 - splits: rows sit in the split their `split` column names; no world spans two splits.
 
@@ -33,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from longblocks import audit
 from longblocks.build import SPLITS, TOLERANCE
 from longblocks.errors import UserError
 from longblocks.render.env import find_folder
@@ -41,11 +48,22 @@ from longblocks.rewards import SCORERS, score
 from longblocks.row import Row, prompt_messages
 from longblocks.tasks import TASKS
 from longblocks.world.graph import WorldGraph
-from longblocks.world.schema import World
+from longblocks.world.schema import RELATIONS, World
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("layout", "schema", "tokens", "evidence", "answers", "unique", "splits")
+CHECKS = (
+    "layout",
+    "schema",
+    "tokens",
+    "evidence",
+    "answers",
+    "graph",
+    "text",
+    "shortcuts",
+    "unique",
+    "splits",
+)
 DEPTH_TOLERANCE = 0.02  # recorded vs re-measured relative token depth of an evidence sentence
 REWARD_FLOOR = {"rubric": 0.99}  # the reference's minimum score by verification kind; else 1.0
 DOC_HEADER = re.compile(r"\[(D\d+)\] ")
@@ -100,8 +118,9 @@ class Report:
         return "\n".join(lines)
 
 
-def validate_dataset(path: Path, tokenizer: str | None = None) -> Report:
-    """Re-check the dataset saved at `path`; `tokenizer` overrides each row's `tokenizer`."""
+def validate_dataset(path: Path, tokenizer: str | None = None, margin: float = audit.MARGIN) -> Report:
+    """Re-check the dataset saved at `path`; `tokenizer` overrides each row's `tokenizer`;
+    `margin` is how far a shortcut baseline may beat chance (see `longblocks.audit`)."""
     path = Path(path)
     if not (path / "dataset_dict.json").is_file():
         problem = "is not a dataset (no dataset_dict.json)" if path.is_dir() else "is not a directory"
@@ -111,6 +130,10 @@ def validate_dataset(path: Path, tokenizer: str | None = None) -> Report:
     rows = [row for split_rows in splits.values() for row in split_rows]
     report.rows = len(rows)
     graphs = _load_graphs(path / "worlds", {row.get("world_id") for row in rows}, report)
+    networks = {
+        w: (world_network(g.world), audit.AuditWorld.from_data(g.world.model_dump()))
+        for w, g in graphs.items()
+    }
     names = {tokenizer} if tokenizer else {row.get("tokenizer") for row in rows}
     # Loaded before any row: a tokenizer that cannot be loaded is a usage error, not bad data.
     try:
@@ -125,6 +148,10 @@ def validate_dataset(path: Path, tokenizer: str | None = None) -> Report:
         report.record("tokens", where, _guarded(check_tokens, row, counter))
         report.record("evidence", where, _guarded(check_evidence, row, counter))
         report.record("answers", where, _guarded(check_answers, row, graphs.get(row.get("world_id"))))
+        network, plain = networks.get(row.get("world_id"), (None, None))
+        report.record("graph", where, _guarded(check_graph, row, network))
+        report.record("text", where, _guarded(check_text, row, plain))
+    _check_shortcuts(rows, {w: plain for w, (_, plain) in networks.items()}, margin, report)
     _check_splits(splits, report)
     log.info("validated %d rows of %s: %d problem(s)", len(rows), path, len(report.failures))
     return report
@@ -275,6 +302,112 @@ def check_answers(row: dict, graph: WorldGraph | None) -> list[str]:
     if result.value < floor:
         problems.append(f"the reference scores {result.value:.3f} ({result.status}), below {floor}")
     return problems
+
+
+def world_network(world: World):
+    """The world's current facts as a networkx MultiDiGraph (edge attribute `relation`), built
+    from the saved facts alone: a second road to every answer, beside the generator's indexes."""
+    import networkx as nx
+
+    network = nx.MultiDiGraph()
+    network.add_nodes_from((e.id, {"name": e.name}) for e in world.entities)
+    for fact in world.facts:
+        network.add_edge(
+            fact.head, fact.tail, relation=fact.relation, former="until" in fact.attributes, **fact.attributes
+        )
+    return network
+
+
+def _edges(network, node: str, relation: str, former: bool = False) -> list[tuple[str, dict]]:
+    """(other end, edge data) of `node`'s current (or former) edges of `relation`, read both ways
+    for a symmetric relation."""
+    found = [(t, d) for _, t, d in network.out_edges(node, data=True) if d["relation"] == relation]
+    if RELATIONS[relation].symmetric:
+        found += [(h, d) for h, _, d in network.in_edges(node, data=True) if d["relation"] == relation]
+    return [(other, d) for other, d in found if d["former"] == former]
+
+
+def network_follow(network, start: str, path: list[str]) -> set[str]:
+    """Entities reached from `start` along `path` over current facts."""
+    frontier = {start}
+    for relation in path:
+        frontier = {other for node in frontier for other, _ in _edges(network, node, relation)}
+    return frontier
+
+
+def network_answer(network, v: dict) -> tuple[set[str], str | None]:
+    """What the row's chain reaches, and the answer it implies: the name of the entity reached,
+    the number of members or staff it counts (`counting`), or the name of the value held just
+    before the current one (`temporal`)."""
+    if v.get("variant") == "temporal":
+        (entity,) = network_follow(network, v["start_entity"], v["path"][:-1]) or {None}
+        current = _edges(network, entity, v["path"][-1]) if entity else []
+        since = current[0][1].get("since") if len(current) == 1 else None
+        before = [o for o, d in _edges(network, entity, v["path"][-1], former=True) if d["until"] == since]
+        return set(before), (network.nodes[before[0]]["name"] if len(before) == 1 else None)
+    reached = network_follow(network, v["start_entity"], v["path"])
+    if len(reached) != 1:
+        return reached, None
+    (entity,) = reached
+    if v.get("variant") == "counting":
+        counted = [
+            d
+            for _, _, d in network.in_edges(entity, data=True)
+            if d["relation"] in ("member_of", "works_for")
+        ]
+        return reached, str(sum(not d["former"] for d in counted))
+    return reached, network.nodes[entity]["name"]
+
+
+def check_graph(row: dict, network) -> list[str]:
+    """The path from the start entity reaches exactly the answer entity; the answer follows."""
+    v = row["verification"]
+    if not v.get("path") or not v.get("start_entity"):
+        return []  # rubric rows carry no chain
+    if network is None:
+        return [f"world '{row['world_id']}' has no valid file in worlds/"]
+    reached, answer = network_answer(network, v)
+    if reached != {v["answer_entity"]}:
+        return [f"networkx: path {v['path']} from {v['start_entity']} reaches {sorted(reached)}"]
+    if v.get("variant") != "abstain" and answer != row["answer"]:
+        return [f"networkx: the path gives {answer}, the row answers {row['answer']}"]
+    return []
+
+
+def check_text(row: dict, world) -> list[str]:
+    """What a reader would flag: a sentence giving a 2+ hop answer away, a document stating a
+    year after its own date, sentences repeated word for word."""
+    problems = []
+    v = row["verification"]
+    chained = (
+        world is not None and len(v.get("path", ())) >= 2 and v.get("variant") not in ("abstain", "counting")
+    )
+    if chained and audit.names_start_and_answer(row, world):
+        problems.append("one sentence names both the start entity and the answer")
+    late = audit.anachronisms(row["document"], row["language"], world.quantities if world else frozenset())
+    problems += [f"document '{title}' states a year after its own date" for title in late[:3]]
+    share = audit.repeat_share(row["document"])
+    if share > audit.MAX_REPEATS:
+        problems.append(f"{share:.1%} of the sentences repeat an earlier one exactly (limit 3%)")
+    return problems
+
+
+def _check_shortcuts(rows, worlds, margin: float, report: Report) -> None:
+    """Each audit record fails the dataset where it exceeds its limit. Baselines compared with
+    chance count only over `audit.MIN_ROWS` rows or more; exact counts (anachronisms, shortcut
+    sentences) count at any size."""
+    usable = [r for r in rows if r.get("world_id") in worlds]
+    try:
+        results = audit.audit_rows(usable, worlds, margin)
+    except Exception as err:  # malformed rows were reported by the row checks already
+        report.record("shortcuts", "audit", [f"cannot audit ({type(err).__name__}: {err})"])
+        return
+    for result in results:
+        if not result.judged:
+            continue
+        limit = result.chance + result.margin
+        problem = f"{result.value:g} > limit {limit:.4g} (chance {result.chance:g})"
+        report.record("shortcuts", f"{result.task}: {result.name}", [] if result.passed else [problem])
 
 
 def _check_splits(splits: dict[str, list[dict]], report: Report) -> None:

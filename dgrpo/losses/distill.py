@@ -29,36 +29,47 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
 
 
-def reverse_kl_topk(
-    logits_student: Tensor,
-    teacher_topk_logp: Tensor,
-    teacher_topk_ids: Tensor,
-    temperature: float = 1.0,
-) -> Tensor:
-    """Reverse KL restricted to the teacher's top-k support (docs/objective.md, OPD term, ``topk``).
+def _log1mexp(x: Tensor) -> Tensor:
+    """log(1 − exp(x)) for x < 0, stable at both ends (Mächler 2012): expm1 near 0, log1p far."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
-    For a teacher that returns only its top-k log-probs, both distributions are renormalised
-    over the same k ids S_t (a choice: it keeps KL ≥ 0 and zero iff they agree on S_t):
-    q_θ(v) = softmax_{v∈S_t}(z_θ(v)/τ), q_T(v) = softmax_{v∈S_t}(log π_T(v)/τ), and
-    KL_t = Σ_{v∈S_t} q_θ(v)·(log q_θ(v) − log q_T(v)).
 
-    ``teacher_topk_logp`` are the teacher's log-probs at temperature 1 (its raw distribution;
-    raw logits at those ids give the same result, since a per-position offset cancels in the
-    renormalisation), so dividing by τ and renormalising equals the teacher's softmax at τ
-    restricted to S_t — the same τ as the student's.
+def _with_tail(logp_topk: Tensor) -> Tensor:
+    """``[..., K]`` log-probs → ``[..., K + 1]``: the K tokens and one bucket holding the rest.
 
-    Shapes: ``logits_student`` ``[B, T, V]``; ``teacher_topk_logp`` ``[B, T, K]`` float;
-    ``teacher_topk_ids`` ``[B, T, K]`` long (distinct ids per position); returns ``[B, T]``.
-    Only ``[B, T, K]`` values are gathered, so no vocabulary softmax is formed. Stop-gradient:
-    teacher log-probs are detached; gradient flows to the gathered student logits only.
+    The tail's log-mass is log(1 − Σ_k p_k); Σ_k p_k is capped just below 1 (one float epsilon)
+    so a top-K holding all the mass in floating point gives a tiny tail, not log 0 = −∞.
     """
-    _check_temperature(temperature)
-    student_topk = _upcast(torch.gather(logits_student, -1, teacher_topk_ids))
-    logq_student = torch.log_softmax(student_topk / temperature, dim=-1)
+    covered = torch.logsumexp(logp_topk, dim=-1).clamp(max=-torch.finfo(logp_topk.dtype).eps)
+    return torch.cat([logp_topk, _log1mexp(covered).unsqueeze(-1)], dim=-1)
+
+
+def reverse_kl_topk(logp_student_topk: Tensor, logp_teacher_topk: Tensor) -> Tensor:
+    """Reverse KL over the teacher's top-K tokens plus one tail bucket (docs/objective.md, ``topk``).
+
+    S_t is the teacher's K likeliest tokens at position t. Both distributions are coarsened to
+    K + 1 outcomes, the tokens of S_t and one bucket for everything else, each holding the
+    model's own remaining mass p(tail) = 1 − Σ_{v∈S_t} p(v):
+
+        KL_t = Σ_{v∈S_t} p_θ(v)·(log p_θ(v) − log p_T(v)) + p_θ(tail)·(log p_θ(tail) − log p_T(tail)).
+
+    By the log-sum inequality KL_t ≤ D_KL(π_θ(·|s_t) ‖ π_T(·|s_t)) (merging outcomes never raises
+    a KL), with equality when the student's tail is proportional to the teacher's (always for
+    K ≥ V − 1); KL_t ≥ 0. Student mass that leaked outside S_t sits in p_θ(tail), so the
+    gradient pushes it back down towards the teacher's tail — unlike renormalising both models
+    over S_t, which gives tokens outside S_t no gradient at all.
+
+    Inputs are log-probs at the sampling τ, normalised over the whole vocabulary (not over
+    S_t): ``logp_student_topk`` ``[B, T, K]`` log π_θ(v|s_t) at the teacher's ids, with
+    gradient (its normaliser carries the gradient to every vocabulary logit);
+    ``logp_teacher_topk`` ``[B, T, K]`` log π_T(v|s_t) at τ. Returns ``[B, T]``. Stop-gradient:
+    the teacher's log-probs are detached. Naive reference: gather both full log-softmaxes at S_t,
+    append log(1 − Σ exp) to each, and take Σ p_s (log p_s − log p_t) over the K + 1 entries.
+    """
+    logp_student = _with_tail(_upcast(logp_student_topk))
     # the teacher is a fixed target: block any gradient into the teacher's log-probs
-    teacher_topk = _upcast(teacher_topk_logp.detach())
-    logq_teacher = torch.log_softmax(teacher_topk / temperature, dim=-1)
-    return (logq_student.exp() * (logq_student - logq_teacher)).sum(dim=-1)
+    logp_teacher = _with_tail(_upcast(logp_teacher_topk.detach()))
+    return (logp_student.exp() * (logp_student - logp_teacher)).sum(dim=-1)
 
 
 def reverse_kl_sampled(

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 
 from longblocks.errors import UserError
-from longblocks.render.documents import Document, Renderer
+from longblocks.render.documents import Document, Renderer, fact_year
 from longblocks.render.sizing import TokenCounter
 from longblocks.world.schema import Fact
 
@@ -53,6 +53,7 @@ class CountCache:
     def __init__(self, counter: TokenCounter):
         self.counter = counter
         self._counts: dict[str, int] = {}
+        self._key = f"body_tokens:{counter.name}"  # where a document keeps its body's count
 
     def __call__(self, text: str) -> int:
         count = self._counts.get(text)
@@ -61,7 +62,14 @@ class CountCache:
         return count
 
     def document(self, doc: Document) -> int:
-        return self(doc.id_unit) + self(doc.body)
+        """A document's tokens as the sum of its pieces' (they add up, see the module
+        docstring): a document with sentences left out costs no new tokenisation. The body's
+        sum is kept on the document (copies under another id share it)."""
+        body = doc.__dict__.get(self._key)
+        if body is None:
+            body = self(doc.header) + sum(self(sentence) for sentence in doc.sentences) + self(doc.footer)
+            doc.__dict__[self._key] = body
+        return self(doc.id_unit) + body
 
 
 def split_frame(counter: TokenCounter, messages: list[dict[str, str]]) -> tuple[str, str]:
@@ -99,26 +107,41 @@ class ContextBuilder:
         tolerance: int,
         rng: random.Random,
         pinned: list[tuple[Document, float]] = (),
+        documents: dict[str, Document] | None = None,
     ) -> Context:
         """A prompt of `target` ± `tolerance` tokens holding each evidence fact exactly once.
 
         `messages` is the chat with `SENTINEL` where the documents go; `near` lists entities
         whose documents make the best distractors; facts in `excluded` (and the evidence
         facts, outside their own document) appear nowhere. `pinned` documents (made by the
-        task, e.g. an older dated record) are placed whole at their relative depth.
+        task, e.g. an older dated record) are placed whole at their relative depth; their
+        facts appear in no other document. `documents` replaces an entity's corpus document
+        as the one its evidence is stated in (a task-made document, e.g. sized like a pinned
+        one); that entity's corpus document is then no distractor.
+
+        No fact is stated twice: a distractor leaves out the sentences an earlier document
+        already holds, so a context repeats no sentence word for word.
         """
         prefix, suffix = split_frame(self.count.counter, messages)
         ids = _DocIds(rng)
+        documents = documents or {}
         hidden = excluded | {e.fact.id for e in evidence}
+        hidden |= {f for doc, _ in pinned for f in doc.facts}
         evidence_ids = {e.fact.id for e in evidence}
-        placed = [
-            (self._evidence_document(group, hidden, ids.next(), rng), group[0])
-            for group in _by_head(evidence)
-        ]
+        placed = []
+        for group in _by_head(evidence):
+            # An earlier evidence document's facts are not stated again in a later one.
+            seen = hidden.union(*(doc.facts for doc, _ in placed))
+            placed.append((self._evidence_document(group, seen, ids.next(), rng, documents), group[0]))
         placed += [
             (doc.with_id(ids.next()), Evidence(self.graph.facts[doc.facts[0]], depth))
             for doc, depth in pinned
         ]
+        # Documents the task made (or dated) are sealed: sizing never adds sentences to them.
+        sealed = {doc.doc_id for doc, _ in placed[len(placed) - len(pinned) :]}
+        sealed |= {doc.doc_id for doc, _ in placed if doc.entity in documents}
+        stated = {f for doc, _ in placed for f in doc.facts}
+        skip = set(documents) | {doc.entity for doc, _ in pinned} | {doc.entity for doc, _ in placed}
         budget = (
             target - self.count(prefix) - self.count(suffix) - sum(self.count.document(d) for d, _ in placed)
         )
@@ -129,9 +152,9 @@ class ContextBuilder:
                 f"length {target} is below what the evidence needs ({target - budget} tokens)",
                 "choose a longer --length or fewer --hops",
             )
-        fillers, budget = self._fill(budget, near, hidden, ids, rng)
+        fillers, budget = self._fill(budget, near, hidden, stated, skip, ids, rng)
         documents = _place(placed, fillers, self.count, rng)
-        budget -= self._grow(budget, documents, hidden)
+        budget -= self._grow(budget, documents, hidden | stated, sealed)
         budget -= self._absorb(budget, documents, rng)
         prompt = prefix + join(documents) + suffix
         n_tokens = self.count.counter.count(prompt)
@@ -151,18 +174,25 @@ class ContextBuilder:
             depths=_measure_depths(documents, self.count, evidence_ids | {e.fact.id for _, e in placed}),
         )
 
-    def _evidence_document(self, group: list[Evidence], hidden: set[str], doc_id: str, rng) -> Document:
-        """The head's corpus document with each evidence sentence at a random position."""
-        doc = self._without(self.renderer.document(group[0].fact.head).with_id(doc_id), hidden)
+    def _evidence_document(
+        self, group: list[Evidence], hidden: set[str], doc_id: str, rng, documents: dict[str, Document]
+    ) -> Document:
+        """The head's corpus (or task-made) document with each evidence sentence at a random
+        position."""
+        head = group[0].fact.head
+        doc = documents.get(head) or self.renderer.document(head)
+        doc = self._without(doc.with_id(doc_id), hidden)
         for evidence in group:
             sentence = self._sentence(evidence.fact.id)
             doc = doc.with_sentence(rng.randint(0, len(doc.facts)), evidence.fact.id, sentence, insert=True)
         return doc
 
-    def _without(self, doc: Document, hidden: set[str]) -> Document:
-        if hidden.isdisjoint(doc.facts):
+    def _without(
+        self, doc: Document, hidden: set[str], stated: frozenset[str] | set[str] = frozenset()
+    ) -> Document:
+        if hidden.isdisjoint(doc.facts) and stated.isdisjoint(doc.facts):
             return doc
-        return doc.with_facts([i for i, f in enumerate(doc.facts) if f not in hidden])
+        return doc.with_facts([i for i, f in enumerate(doc.facts) if f not in hidden and f not in stated])
 
     def _shrink_evidence_documents(self, placed, budget: int, evidence_ids: set[str]):
         """Drop non-evidence sentences from evidence documents until the budget is met.
@@ -179,8 +209,11 @@ class ContextBuilder:
             shrunk.append((doc, evidence))
         return shrunk, budget
 
-    def _fill(self, budget: int, near: list[str], hidden: set[str], ids, rng) -> tuple[list[Document], int]:
-        """Whole distractor documents while they fit, then trimmed ones; returns what is left."""
+    def _fill(
+        self, budget: int, near: list[str], hidden: set[str], stated: set[str], skip: set[str], ids, rng
+    ) -> tuple[list[Document], int]:
+        """Whole distractor documents while they fit, then trimmed ones; returns what is left.
+        A distractor leaves out facts already `stated` (and adds its own to it)."""
         fillers: list[Document] = []
         near_set = set(near)
         rest = [e for e in self.graph.entities if e not in near_set]
@@ -189,7 +222,9 @@ class ContextBuilder:
         for entity in near + rest:
             if budget <= 0 or misses > MAX_TRIM_MISSES:
                 break
-            doc = self._without(self.renderer.document(entity).with_id(ids.peek()), hidden)
+            if entity in skip:
+                continue
+            doc = self._without(self.renderer.document(entity).with_id(ids.peek()), hidden, stated)
             if not doc.facts:
                 continue
             size = self.count.document(doc)
@@ -201,6 +236,8 @@ class ContextBuilder:
                 size = self.count.document(doc)
             ids.next()
             fillers.append(doc)
+            stated.update(doc.facts)
+            skip.add(entity)
             budget -= size
         return fillers, budget
 
@@ -218,16 +255,25 @@ class ContextBuilder:
         keep = reachable[max(reachable)]
         return doc.with_facts(list(keep)) if keep else None
 
-    def _grow(self, budget: int, documents: list[Document], hidden: set[str]) -> int:
+    def _grow(self, budget: int, documents: list[Document], hidden: set[str], sealed: set[str]) -> int:
         """Fill a budget too small for another document with sentences the placed documents
-        left out (trimmed or shrunk away); a subset-sum picks them. Returns tokens added."""
+        left out (trimmed or shrunk away); a subset-sum picks them. Returns tokens added.
+
+        `hidden` holds every fact the context must not state (again); sealed documents and
+        facts dated after a document's own date are never added."""
         if budget <= 0:
             return 0
         reachable: dict[int, tuple] = {0: ()}  # tokens added -> ((document, fact id), ...)
+        offered = set(hidden)  # a fact two documents left out is offered once
         for d, doc in enumerate(documents):
+            if doc.doc_id in sealed:
+                continue
             missing = [
-                f for f in self.renderer.document(doc.entity).facts if f not in doc.facts and f not in hidden
+                f
+                for f in self.renderer.document(doc.entity).facts
+                if f not in doc.facts and f not in offered and fact_year(self.graph.facts[f]) <= doc.year
             ]
+            offered.update(missing)
             for fact_id in missing:
                 size = self.count(self._sentence(fact_id))
                 for total, picked in list(reachable.items()):

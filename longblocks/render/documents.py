@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from functools import cache, cached_property
 
 from longblocks.render.env import TEMPLATES_DIR, environment
-from longblocks.world.entities import KIND_LISTS, lexicon
+from longblocks.world.entities import kind_word, lexicon
 from longblocks.world.graph import LAST_YEAR, WorldGraph
 from longblocks.world.schema import Entity, EntityType, Fact
 
@@ -67,6 +67,12 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def fact_year(fact: Fact) -> int:
+    """The latest year a fact's sentence states (0 if none): no document may predate it. A
+    former fact's `until` is not stated: its record was written while the fact held."""
+    return max((v for k, v in fact.attributes.items() if k in ("year", "since")), default=0)
+
+
 def _pick(key: str, n: int) -> int:
     """A stable choice in range(n) for a key: the same world always says a fact the same way."""
     return zlib.crc32(key.encode()) % n
@@ -103,10 +109,10 @@ class Document:
         return (self.id_unit + self.body)[:-2]
 
     def with_id(self, doc_id: str) -> "Document":
-        """The same document under another id. A plain copy, not `replace`: it shares the
-        cached body (the id is not part of it), so counting it is a lookup of a hashed string."""
+        """The same document under another id. A plain copy, not `replace`: it shares whatever
+        was cached about the body (text, token count), as the id is not part of it."""
         doc = object.__new__(Document)
-        doc.__dict__.update(self.__dict__, doc_id=doc_id, body=self.body)
+        doc.__dict__.update(self.__dict__, doc_id=doc_id)
         return doc
 
     def with_facts(self, keep: list[int]) -> "Document":
@@ -179,7 +185,7 @@ class Renderer:
         # Regions are the places that lie in no other place; their kinds have their own list.
         if entity.type == "place" and not self.graph.outgoing(entity.id):
             return self.words["region_kinds"][entity.kind % len(self.words["region_kinds"])]
-        return self.words[KIND_LISTS[entity.type]][entity.kind]
+        return kind_word(self.words, entity.type, entity.kind)
 
     def document(self, entity: str) -> Document:
         """The corpus document about `entity` (no doc id yet); built once per world."""
@@ -226,7 +232,7 @@ class Renderer:
         title = _choose(titles, f"{key}:title").render(**values)
         intro = _choose(intros, f"{key}:intro").render(**values)
         footer = _choose(footers, f"{key}:footer").render(**values)
-        dateline = _choose(datelines, f"{key}:date").render(year=year)
+        dateline = _choose(datelines, f"{key}:date").render(name=focus.name, year=year)
         return Document(
             doc_id="",
             entity=entity,

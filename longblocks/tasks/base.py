@@ -28,6 +28,9 @@ class TaskInstance:
     # Task-made documents the context must hold (e.g. an older, dated record), each placed at
     # the given relative depth; their facts need not be evidence.
     pinned: list[tuple[Document, float]] = field(default_factory=list)
+    # Task-made documents that replace an entity's corpus document as the one stating its
+    # evidence (e.g. a newer record sized like an older pinned one).
+    documents: dict[str, Document] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)  # task-private data for reference()
 
 
@@ -38,6 +41,7 @@ class TaskParams:
     hops: tuple[int, ...] = (2, 3, 4)
     unanswerable_share: float = 0.2  # grounding: questions whose evidence is removed
     conflict_share: float = 0.3  # grounding: questions answered by the newer of two records
+    compositional_share: float = 0.2  # multihop: counting and temporal questions (half each)
     rubric_items: tuple[int, int] = (6, 16)  # longform: min and max atomic facts in the gold
     length: int = 0  # the example's target prompt tokens (0: unknown); tasks size evidence to it
 

@@ -16,7 +16,8 @@ from longblocks.render.documents import Renderer, nfc, variants
 from longblocks.render.env import render
 from longblocks.rewards import normalize
 from longblocks.tasks.base import TaskInstance, TaskParams, register
-from longblocks.tasks.multihop import near_entities, phrase_chain, sample_path
+from longblocks.tasks.chains import near_entities, phrase_chain, sample_chain
+from longblocks.tasks.records import draw_change, record_pair
 from longblocks.world.entities import lexicon
 from longblocks.world.graph import WorldGraph
 from longblocks.world.schema import RELATIONS
@@ -45,15 +46,16 @@ class Grounding:
             variant = "cited"
         sampler = {"cited": self._cited, "abstain": self._abstain, "conflict": self._conflict}[variant]
         for _ in range(MAX_ATTEMPTS):
-            instance = sampler(renderer, rng)
+            instance = sampler(renderer, rng, params.length)
             if instance is not None:
                 return instance
         raise RuntimeError(f"no well-posed grounding/{variant} question in world {renderer.graph.world.id}")
 
-    def _chain(self, renderer: Renderer, rng: random.Random, hops: int):
-        """A path whose chain reaches one entity, phrased as a question that does not name it."""
+    def _chain(self, renderer: Renderer, rng: random.Random, hops: int, length: int):
+        """A path whose chain reaches one entity, phrased as a question that does not name it;
+        at 2 hops no fact (so no sentence) may name both the start and the answer."""
         graph = renderer.graph
-        walk = sample_path(graph, rng, hops)
+        walk = sample_chain(graph, rng, hops, length)
         if walk is None:
             return None
         entities, facts = walk
@@ -61,13 +63,15 @@ class Grounding:
         start, answer = graph.entities[entities[0]], graph.entities[entities[-1]]
         if graph.follow(start.id, relations) != {answer.id}:
             return None
+        if hops > 1 and graph.linked(start.id, answer.id):
+            return None
         question, chain = _question(renderer.language, "multihop", start.name, relations, answer.type, rng)
         if normalize(answer.name) in normalize(question):
             return None
         return entities, facts, question, chain
 
-    def _cited(self, renderer: Renderer, rng: random.Random) -> TaskInstance | None:
-        found = self._chain(renderer, rng, rng.choice((1, 2)))
+    def _cited(self, renderer: Renderer, rng: random.Random, length: int) -> TaskInstance | None:
+        found = self._chain(renderer, rng, rng.choice((1, 2)), length)
         if found is None:
             return None
         entities, facts, question, chain = found
@@ -77,37 +81,45 @@ class Grounding:
             answer=answer.name,
             aliases=list(answer.aliases),
             evidence=facts,
-            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng),
+            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng, length),
             verification=_verification("cited", "cited", facts, entities),
             notes={"chain": chain},
         )
 
-    def _abstain(self, renderer: Renderer, rng: random.Random) -> TaskInstance | None:
-        found = self._chain(renderer, rng, rng.choice((1, 2)))
+    def _abstain(self, renderer: Renderer, rng: random.Random, length: int) -> TaskInstance | None:
+        found = self._chain(renderer, rng, rng.choice((1, 2)), length)
         if found is None:
             return None
         entities, facts, question, chain = found
+        # The asked entity keeps its document, minus the removed fact, as answerable rows keep
+        # theirs: "no document about it" must not give the abstention away.
+        asked, removed, kept = entities[-2], facts[-1], facts[:-1]
+        pinned = []
+        if asked not in {f.head for f in kept}:
+            doc = renderer.document(asked)
+            gone = {removed.id} | {f.id for f in kept}
+            doc = doc.with_facts([i for i, f in enumerate(doc.facts) if f not in gone])
+            if not doc.facts:
+                return None
+            pinned.append((doc, rng.random()))
         return TaskInstance(
             question=question,
             answer=lexicon(renderer.language)["abstain"],
-            evidence=facts[:-1],  # the hops still stated: near misses around the gap
-            excluded={facts[-1].id},
-            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng),
+            evidence=kept,  # the hops still stated: near misses around the gap
+            excluded={removed.id},
+            pinned=pinned,
+            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng, length),
             verification=_verification("abstain", "abstain", facts, entities),
             notes={"chain": chain},
         )
 
-    def _conflict(self, renderer: Renderer, rng: random.Random) -> TaskInstance | None:
+    def _conflict(self, renderer: Renderer, rng: random.Random, length: int) -> TaskInstance | None:
         graph = renderer.graph
-        heads = sorted(graph.former)
-        if not heads:
+        change = draw_change(graph, rng)
+        if change is None:
             return None
-        head = rng.choice(heads)
-        old = rng.choice(graph.former[head])
-        current = [f for f in graph.outgoing(head) if f.relation == old.relation]
-        if len(current) != 1 or current[0].tail == old.tail:
-            return None
-        new = current[0]
+        old, new = change
+        head = old.head
         answer = graph.entities[new.tail]
         question, chain = _question(
             renderer.language,
@@ -119,15 +131,15 @@ class Grounding:
         )
         if normalize(answer.name) in normalize(question):
             return None
-        stale_year = rng.randint(old.attributes["since"], old.attributes["until"] - 1)
-        stale = renderer.dated_document(head, [old], stale_year, key=f"{graph.world.seed}:stale:{old.id}")
+        stale, current = record_pair(renderer, old, new, rng)
         return TaskInstance(
             question=question,
             answer=answer.name,
             aliases=list(answer.aliases),
             evidence=[new],
             pinned=[(stale, rng.random())],
-            near=near_entities(graph, [head, new.tail, old.tail], [new.relation], rng),
+            documents={head: current},
+            near=near_entities(graph, [head, new.tail], [new.relation], rng, length),
             verification=_verification("cited", "conflict", [new], [head, new.tail]),
             notes={"chain": chain},
         )

@@ -4,6 +4,8 @@ The question names only the start entity and the relation chain ("Who founded th
 of Mara Quill?"). A question is kept only if, on the graph, the chain reaches exactly one
 entity, and no single fact (hence no sentence of any context) mentions both the start
 entity and the answer, so the answer cannot be read off without following every hop.
+A share of the questions (`TaskParams.compositional_share`) are compositional: counting and
+temporal variants (`tasks/compositional.py`).
 """
 
 import random
@@ -12,57 +14,30 @@ from longblocks.render.documents import Renderer, nfc, variants
 from longblocks.render.env import render
 from longblocks.rewards import normalize
 from longblocks.tasks.base import TaskInstance, TaskParams, register
+from longblocks.tasks.chains import near_entities, phrase_chain, sample_chain
+from longblocks.tasks.compositional import check_counting, check_temporal, sample_counting, sample_temporal
 from longblocks.world.graph import WorldGraph
-from longblocks.world.schema import RELATIONS, Fact
 
 MAX_ATTEMPTS = 500
-MAX_NEAR = 300
-
-
-def hop_options(graph: WorldGraph, entity: str, visited: set[str]) -> list[tuple[str, str, Fact]]:
-    """(relation, next entity, fact) for every hop out of `entity` that leads somewhere new."""
-    options = []
-    for fact in graph.facts_of(entity):
-        if fact.head == entity:
-            nxt = fact.tail
-        elif RELATIONS[fact.relation].symmetric:
-            nxt = fact.head
-        else:
-            continue
-        if nxt not in visited and graph.step(entity, fact.relation) == {nxt}:
-            options.append((fact.relation, nxt, fact))
-    return options
-
-
-def sample_path(graph: WorldGraph, rng: random.Random, hops: int) -> tuple[list[str], list[Fact]] | None:
-    """A random walk of `hops` steps that never revisits an entity; None on a dead end."""
-    start = rng.choice(graph.world.entities).id
-    entities, facts = [start], []
-    for _ in range(hops):
-        options = hop_options(graph, entities[-1], set(entities))
-        if not options:
-            return None
-        _, nxt, fact = rng.choice(options)
-        entities.append(nxt)
-        facts.append(fact)
-    return entities, facts
-
-
-def phrase_chain(language: str, start_name: str, relations: list[str], rng: random.Random) -> str:
-    """Nest one noun phrase per relation: 'the founder of the employer of Mara Quill'."""
-    chain = start_name
-    for relation in relations:
-        chain = rng.choice(variants(f"{language}/phrases/{relation}.jinja")).render(x=chain)
-    return chain
 
 
 class Multihop:
     name = "multihop"
 
     def sample(self, renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance:
+        roll = rng.random()
+        if roll < params.compositional_share:
+            sampler = sample_counting if roll < params.compositional_share / 2 else sample_temporal
+            for _ in range(MAX_ATTEMPTS):
+                instance = sampler(renderer, rng, params)
+                if instance is not None:
+                    return instance
+        return self._chain(renderer, rng, params)
+
+    def _chain(self, renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance:
         graph, language = renderer.graph, renderer.language
         for _ in range(MAX_ATTEMPTS):
-            walk = sample_path(graph, rng, rng.choice(params.hops))
+            walk = sample_chain(graph, rng, rng.choice(params.hops), params.length)
             if walk is None:
                 continue
             entities, facts = walk
@@ -80,7 +55,7 @@ class Multihop:
                 answer=answer.name,
                 aliases=list(answer.aliases),
                 evidence=facts,
-                near=near_entities(graph, entities, relations, rng),
+                near=near_entities(graph, entities, relations, rng, params.length),
                 verification={
                     "kind": "exact",
                     "path": relations,
@@ -96,6 +71,10 @@ class Multihop:
 
     def check(self, row: dict, graph: WorldGraph) -> list[str]:
         v = row["verification"]
+        if v.get("variant") == "counting":
+            return check_counting(row, graph)
+        if v.get("variant") == "temporal":
+            return check_temporal(row, graph)
         problems = []
         reached = graph.follow(v["start_entity"], v["path"])
         if reached != {v["answer_entity"]}:
@@ -110,16 +89,6 @@ class Multihop:
         if None in chain or [f.relation for f in chain] != v["path"]:
             problems.append("evidence facts do not follow the relation path")
         return problems
-
-
-def near_entities(graph: WorldGraph, path: list[str], relations: list[str], rng: random.Random) -> list[str]:
-    """Near-miss distractors: the path's neighbours, then other heads of the same relations."""
-    neighbours = sorted({n for e in path for n in graph.neighbours(e)} - set(path))
-    rng.shuffle(neighbours)
-    heads = set().union(*(graph.heads(relation) for relation in relations))
-    same_relation = sorted(heads - set(path) - set(neighbours))
-    rng.shuffle(same_relation)
-    return (neighbours + same_relation)[:MAX_NEAR]
 
 
 register(Multihop())

@@ -37,22 +37,28 @@ def person_aliases(name: str, first_names: frozenset[str]) -> list[str]:
     return list(dict.fromkeys(forms))
 
 
-def organisation_aliases(name: str, suffixes: tuple[str, ...]) -> list[str]:
-    """The name without its suffix ('Quill Holdings' -> 'Quill')."""
-    for suffix in sorted(suffixes, key=len, reverse=True):
-        if name.endswith(" " + suffix):
-            return [name[: -len(suffix) - 1]]
+def organisation_aliases(name: str, patterns: tuple[str, ...]) -> list[str]:
+    """The name without what its kind adds ('Quill Holdings' -> 'Quill', 'Brauerei Quill' ->
+    'Quill'); `patterns` are the lexicon's name patterns, '{stem}' marking the surname."""
+    for pattern in sorted(patterns, key=len, reverse=True):
+        before, after = pattern.split("{stem}")
+        stem = name[len(before) : len(name) - len(after)]
+        if name.startswith(before) and name.endswith(after) and stem and stem != name:
+            return [stem]
     return []
 
 
 def with_aliases(entities: list[Entity], language: str) -> list[Entity]:
     """The entities with every alias that is unique in this world (see the module docstring)."""
     first_names = frozenset(_person_names(language)[0])
-    suffixes = tuple(lexicon(language)["name_parts"]["org_suffixes"])
+    words = lexicon(language)
+    patterns = tuple(
+        p for kinds in ("organisation_names", "club_names") for forms in words[kinds] for p in forms
+    )
     candidates = {
         e.id: person_aliases(e.name, first_names)
         if e.type == "person"
-        else organisation_aliases(e.name, suffixes)
+        else organisation_aliases(e.name, patterns)
         if e.type == "organisation"
         else []
         for e in entities

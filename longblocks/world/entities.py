@@ -17,7 +17,8 @@ from longblocks.world.schema import EntityType
 
 LOCALES = {"en": "en_US", "pt": "pt_BR", "de": "de_DE"}
 
-# Which lexicon list names the `kind` of each entity type (clubs share "organisation").
+# Which lexicon list names the `kind` of each entity type. Clubs are organisations too: their
+# kind indexes `club_kinds` after an offset of len(organisation_kinds) (see `kind_word`).
 KIND_LISTS: dict[EntityType, str] = {
     "person": "occupations",
     "organisation": "organisation_kinds",
@@ -42,6 +43,18 @@ def _person_names(language: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     first = sorted(n for n in provider.first_names if "." not in n and "'" not in n)
     last = sorted(n for n in provider.last_names if "." not in n and "'" not in n)
     return tuple(first), tuple(last)
+
+
+def kind_word(words: dict, type_: EntityType, kind: int) -> str:
+    """The lexicon word for an entity's kind; organisation kinds past the company kinds are
+    club kinds."""
+    if type_ == "organisation" and kind >= len(words["organisation_kinds"]):
+        return words["club_kinds"][kind - len(words["organisation_kinds"])]
+    return words[KIND_LISTS[type_]][kind]
+
+
+def is_club_kind(words: dict, kind: int) -> bool:
+    return kind >= len(words["organisation_kinds"])
 
 
 def _attach(stem: str, suffix: str) -> str:
@@ -75,10 +88,16 @@ class NameMaker:
     def person(self) -> str:
         return self._unique(lambda: f"{self.rng.choice(self.first_names)} {self.rng.choice(self.last_names)}")
 
-    def organisation(self) -> str:
-        return self._unique(
-            lambda: f"{self._surname()} {self.rng.choice(self.words['name_parts']['org_suffixes'])}"
+    def organisation(self, kind: int) -> str:
+        """A name that says what the organisation is: a brewery is "Quill Brewery", a club
+        "Quill Rowing Club"; `kind` as in `kind_word`."""
+        companies = len(self.words["organisation_kinds"])
+        patterns = (
+            self.words["club_names"][kind - companies]
+            if kind >= companies
+            else self.words["organisation_names"][kind]
         )
+        return self._unique(lambda: self.rng.choice(patterns).format(stem=self._surname()))
 
     def town(self) -> str:
         suffixes = self.words["name_parts"]["place_suffixes"]

@@ -32,8 +32,21 @@ class WorldSize:
         return cls(people=max(60, max_tokens // 48))
 
     def count(self, kind: str) -> int:
-        per_person = {"region": 60, "town": 12, "company": 8, "club": 20, "artifact": 5, "event": 8}
-        return max(3, self.people // per_person[kind])
+        # The floors keep every fine type (town, region, company, club, ...) at 10 or more, so a
+        # question's answer is one of many candidates of its type even in a small world.
+        per_person, floor = _PER_PERSON[kind]
+        return max(floor, self.people // per_person)
+
+
+# kind -> (people per entity of that kind, minimum count); towns outnumber regions 2:1 or more
+_PER_PERSON = {
+    "region": (60, 10),
+    "town": (12, 24),
+    "company": (8, 12),
+    "club": (20, 10),
+    "artifact": (5, 12),
+    "event": (8, 12),
+}
 
 
 def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> World:
@@ -62,6 +75,12 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
     def kind_index(type_: EntityType) -> int:
         return rng.randrange(len(words[KIND_LISTS[type_]]))
 
+    def organisation(year: int, club: bool) -> Entity:
+        kind = kind_index("organisation")
+        if club:  # club kinds follow the company kinds (entities.kind_word)
+            kind = len(words["organisation_kinds"]) + rng.randrange(len(words["club_kinds"]))
+        return add_entity("organisation", names.organisation(kind), kind, year)
+
     n_regions = size.count("region")
     regions = [
         add_entity(
@@ -77,14 +96,8 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
         add_entity("person", names.person(), kind_index("person"), rng.randint(1900, 2000))
         for _ in range(size.people)
     ]
-    companies = [
-        add_entity("organisation", names.organisation(), kind_index("organisation"), rng.randint(1925, 2005))
-        for _ in range(size.count("company"))
-    ]
-    clubs = [
-        add_entity("organisation", names.organisation(), kind_index("organisation"), rng.randint(1925, 1995))
-        for _ in range(size.count("club"))
-    ]
+    companies = [organisation(rng.randint(1880, 2005), club=False) for _ in range(size.count("company"))]
+    clubs = [organisation(rng.randint(1850, 1995), club=True) for _ in range(size.count("club"))]
     artifacts = [
         add_entity("artifact", names.artifact(), kind_index("artifact"), rng.randint(1930, 2020))
         for _ in range(size.count("artifact"))
@@ -98,10 +111,10 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
     for town in towns:
         add_fact("located_in", town, rng.choice(regions))
     _person_facts(rng, people, towns, companies, clubs, len(words["roles"]), add_fact)
-    born_by = _BornBy(people)
+    born_by = _ByYear(people)
     for i, org in enumerate(companies + clubs):
         add_fact("headquartered_in", org, rng.choice(towns), since=_year(org.year + rng.randint(0, 10)))
-        founders = born_by(org.year - 20)
+        founders = born_by.between(org.year - 60, org.year - 25)  # founders aged 25 to 60
         if founders and rng.random() < 0.8:
             add_fact("founded_by", org, rng.choice(founders), year=org.year)
         if i > 0 and i < len(companies) and rng.random() < 0.3:
@@ -110,12 +123,12 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
             year = _year(org.year + rng.randint(1, 30), owner.year)
             add_fact("subsidiary_of", org, owner, year=year, stake=rng.randint(51, 100))
     for artifact in artifacts:
-        makers = born_by(artifact.year - 15)
+        makers = born_by.between(artifact.year - 80, artifact.year - 18)
         if makers and rng.random() < 0.9:
             add_fact("created_by", artifact, rng.choice(makers), year=artifact.year)
-        if rng.random() < 0.75:
-            owner = rng.choice(people)
-            since = _year(artifact.year + rng.randint(0, 60), owner.year + 18)
+        owner = rng.choice(people)
+        since = _draw_year(rng, max(artifact.year, owner.year + 18), max(artifact.year, owner.year + 18) + 50)
+        if since is not None and rng.random() < 0.75:
             add_fact("owned_by", artifact, owner, since=since, price=rng.randint(2, 900) * 100)
     organisations = sorted(companies + clubs, key=lambda o: (o.year, o.id))
     for event in events:
@@ -123,7 +136,8 @@ def build_world(world_id: str, seed: int, language: str, size: WorldSize) -> Wor
         hosts = [o for o in organisations if o.year <= event.year]
         if hosts and rng.random() < 0.9:
             add_fact("organised_by", event, rng.choice(hosts), year=event.year)
-    _former_facts(rng, facts, entities, add_fact)
+    pools = {"lives_in": towns, "headquartered_in": towns, "works_for": companies}
+    _former_facts(rng, facts, entities, pools, add_fact)
     entities = with_aliases(entities, language)  # needs every name: unique in the world
     return World.trusted(id=world_id, seed=seed, language=language, entities=entities, facts=facts)
 
@@ -133,72 +147,94 @@ def _year(*earliest: int) -> int:
     return min(LAST_YEAR, max(earliest))
 
 
-class _BornBy:
-    """People born in or before a year (a world's dates must be possible)."""
+def _draw_year(rng: random.Random, low: int, high: int) -> int | None:
+    """A year in [low, high] that is not in the future, or None when none is (a fact that
+    would have to happen after the present is left out rather than piled onto LAST_YEAR)."""
+    high = min(high, LAST_YEAR)
+    return rng.randint(low, high) if low <= high else None
 
-    def __init__(self, people: list[Entity]):
-        self.people = sorted(people, key=lambda p: (p.year, p.id))
-        self.years = [p.year for p in self.people]
 
-    def __call__(self, year: int) -> list[Entity]:
-        return self.people[: bisect.bisect_right(self.years, year)]
+class _ByYear:
+    """Entities sorted by their year (birth, founding): a world's dates must be possible."""
+
+    def __init__(self, entities: list[Entity]):
+        self.entities = sorted(entities, key=lambda e: (e.year, e.id))
+        self.years = [e.year for e in self.entities]
+
+    def before(self, year: int) -> list[Entity]:
+        """Those whose year is before `year` (an organisation someone can join in `year`)."""
+        return self.entities[: bisect.bisect_left(self.years, year)]
+
+    def between(self, first: int, last: int) -> list[Entity]:
+        """Those whose year is in [first, last] (people of a given age at some date)."""
+        return self.entities[bisect.bisect_left(self.years, first) : bisect.bisect_right(self.years, last)]
 
 
 def _person_facts(rng, people, towns, companies, clubs, n_roles, add_fact) -> None:
-    """Family, location, employment and membership facts; every relation stays functional."""
+    """Family, location, employment and membership facts; every relation stays functional.
+
+    Dates are drawn first and partners second: an employer or club is one founded before the
+    person joined it, a spouse is close in age, so dates read as a life would.
+    """
+    employers, societies = _ByYear(companies), _ByYear(clubs)
     for person in people:
         if rng.random() < 0.9:
             add_fact("born_in", person, rng.choice(towns), year=person.year)
-        if rng.random() < 0.85:
-            add_fact("lives_in", person, rng.choice(towns), since=_year(person.year + rng.randint(18, 40)))
-        if rng.random() < 0.8:
-            company = rng.choice(companies)
-            since = _year(person.year + rng.randint(20, 45), company.year)
+        since = _draw_year(rng, person.year + 18, person.year + 40)
+        if since is not None and rng.random() < 0.85:
+            add_fact("lives_in", person, rng.choice(towns), since=since)
+        since = _draw_year(rng, person.year + 20, person.year + 45)
+        open_companies = employers.before(since) if since is not None else []
+        if open_companies and rng.random() < 0.8:
+            company = rng.choice(open_companies)
             add_fact("works_for", person, company, role=rng.randrange(n_roles), since=since)
-        if rng.random() < 0.4:
-            club = rng.choice(clubs)
-            add_fact("member_of", person, club, since=_year(person.year + rng.randint(16, 50), club.year))
-    unmarried = people[:]
-    rng.shuffle(unmarried)
-    for a, b in zip(unmarried[0::2], unmarried[1::2], strict=False):
-        if rng.random() < 0.45:
-            add_fact("married_to", a, b, year=_year(max(a.year, b.year) + rng.randint(20, 35)))
+        since = _draw_year(rng, person.year + 16, person.year + 50)
+        open_clubs = societies.before(since) if since is not None else []
+        if open_clubs and rng.random() < 0.4:
+            add_fact("member_of", person, rng.choice(open_clubs), since=since)
+    # Spouses are neighbours in birth order (a shuffled window keeps pairs varied), and marry
+    # at 20 to 35: nobody weds at 70 a partner forty years younger.
+    by_birth = sorted(people, key=lambda p: (p.year + rng.randint(0, 6), p.id))
+    for a, b in zip(by_birth[0::2], by_birth[1::2], strict=False):
+        year = _draw_year(rng, max(a.year, b.year) + 20, min(a.year, b.year) + 35)
+        if year is not None and rng.random() < 0.45:
+            add_fact("married_to", a, b, year=year)
     by_age = sorted(people, key=lambda p: (p.year, p.id))
     years = [p.year for p in by_age]
     for i, person in enumerate(by_age):
-        # Parents are the 40 youngest people at least 18 years older (bisect: worlds are large).
+        # Parents are 18 to 45 years older (bisect: worlds are large).
         end = min(max(0, i - 1), bisect.bisect_right(years, person.year - 18))
-        elders = by_age[max(0, end - 40) : end]
+        elders = by_age[bisect.bisect_left(years, person.year - 45) : end]
         if elders and rng.random() < 0.5:
             add_fact("child_of", person, rng.choice(elders))
         end = min(i, bisect.bisect_right(years, person.year - 5))
         seniors = by_age[max(0, end - 60) : end]
-        if seniors and rng.random() < 0.4:
-            add_fact(
-                "mentored_by", person, rng.choice(seniors), since=_year(person.year + rng.randint(18, 30))
-            )
+        since = _draw_year(rng, person.year + 18, person.year + 30)
+        if seniors and since is not None and rng.random() < 0.4:
+            add_fact("mentored_by", person, rng.choice(seniors), since=since)
 
 
-def _former_facts(rng, facts, entities, add_fact) -> None:
+def _former_facts(rng, facts, entities, pools: dict[str, list[Entity]], add_fact) -> None:
     """History: some current facts of changeable relations get a predecessor that ended
-    (`until`) the year the current one began, e.g. an earlier residence or employer."""
+    (`until`) the year the current one began, e.g. an earlier residence or employer. The former
+    tail is of the current one's kind (a town for a town, a company founded by then for an
+    employer), and a person's history starts at 16 at the earliest."""
     by_id = {e.id: e for e in entities}
-    by_type: dict[str, list[Entity]] = defaultdict(list)
-    for entity in entities:
-        by_type[entity.type].append(entity)
     for fact in list(facts):
         spec = RELATIONS[fact.relation]
         if not spec.history or rng.random() >= 0.3:
             continue
         since = fact.attributes["since"]
         start = since - rng.randint(3, 15)
-        previous = rng.choice(by_type[spec.tail])
-        if previous.id == fact.tail or start <= by_id[fact.head].year:
+        head = by_id[fact.head]
+        previous = rng.choice(pools[fact.relation])
+        adult = head.year + (16 if head.type == "person" else 0)
+        if previous.id == fact.tail or start <= adult or previous.year >= start:
             continue
         attributes = {**fact.attributes, "since": start, "until": since}
         if "role" in attributes:
             attributes["role"] = rng.randrange(attributes["role"] + 1)
-        add_fact(fact.relation, by_id[fact.head], previous, **attributes)
+        add_fact(fact.relation, head, previous, **attributes)
 
 
 def is_former(fact: Fact) -> bool:
@@ -223,6 +259,8 @@ class WorldGraph:
         self._neighbours: dict[str, set[str]] = defaultdict(set)
         self.former: dict[str, list[Fact]] = defaultdict(list)  # head -> facts that ended
         self._heads: dict[str, set[str]] = defaultdict(set)  # relation -> heads, former facts too
+        self._tails: dict[str, set[str]] = defaultdict(set)  # relation -> entities it leads to
+        self._company_kinds = len(lexicon(world.language)["organisation_kinds"])
         for fact in world.facts:
             self._heads[fact.relation].add(fact.head)
             if is_former(fact):
@@ -236,8 +274,10 @@ class WorldGraph:
         self._facts_by_entity[tail].append(fact)
         self._outgoing[head].append(fact)
         self._steps[head, fact.relation].add(tail)
+        self._tails[fact.relation].add(tail)
         if RELATIONS[fact.relation].symmetric:
             self._steps[tail, fact.relation].add(head)
+            self._tails[fact.relation].add(head)
         self._edges.add((head, tail))
         self._neighbours[head].add(tail)
         self._neighbours[tail].add(head)
@@ -268,6 +308,20 @@ class WorldGraph:
     def heads(self, relation: str) -> set[str]:
         """Every entity that is the head of a fact of `relation`, current or former."""
         return set(self._heads.get(relation, ()))
+
+    def tails(self, relation: str) -> list[str]:
+        """Every entity a current fact of `relation` leads to (either end if symmetric), sorted."""
+        return sorted(self._tails.get(relation, ()))
+
+    def fine_type(self, entity: str) -> str:
+        """The entity's type, split where one type holds two kinds: a place is a town (it lies
+        in a region) or a region, an organisation a company or a club."""
+        e = self.entities[entity]
+        if e.type == "place":
+            return "town" if (entity, "located_in") in self._steps else "region"
+        if e.type == "organisation":
+            return "club" if e.kind >= self._company_kinds else "company"
+        return e.type
 
     def neighbours(self, entity: str) -> set[str]:
         return set(self._neighbours.get(entity, ()))

@@ -120,6 +120,8 @@ def _error(values=None, overrides=(), path=None) -> str:
         (["loss.method=kd", "teacher.url=http://x"], "needs the teacher's full distribution"),
         (["loss.method=opd", "teacher.url=http://x", "loss.estimator=sampled", "rollout.temperature=0.7"],
          "temperature 1"),
+        (["loss.method=opd", "teacher.url=http://x", "loss.estimator=topk", "rollout.temperature=0.7"],
+         "temperature 1"),
         (["optim.lr=-1"], "invalid optim.lr (-1)"),
         (["run.report_to=[mlflow]"], "invalid run.report_to.0 ('mlflow')"),
         (["lr"], "override 'lr' is not key=value"),

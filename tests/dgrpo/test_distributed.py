@@ -88,7 +88,9 @@ def test_sharded_processes_take_the_single_process_step(make_run_values, tmp_pat
     sharded = metrics(tmp_path / "sharded")
     assert [row["step"] for row in sharded] == [1, 2]
     for name in ("loss", "grad_norm", *(("reward/mean", "kl_teacher") if method == "dgrpo" else ())):
-        assert [row[name] for row in sharded] == pytest.approx([row[name] for row in single], abs=1e-5)
+        assert [row[name] for row in sharded] == pytest.approx(
+            [row[name] for row in single], rel=1e-3, abs=1e-5
+        )
     exported = checkpoint.latest(tmp_path / "sharded")
     assert (exported / checkpoint.SHARDS_DIR / ".metadata").is_file()
     whole = checkpoint.latest(tmp_path / "single")

@@ -87,14 +87,18 @@ def test_kd_equals_forward_kl(tensors):
 
 
 def test_topk_term_gathers_student_logits_like_the_full_logits_path(tensors):
+    """The trainer's topk inputs (logits at the teacher's ids and at y_t, chunked log π_θ(y_t))
+    give the value and gradient of the estimator on the full [N, C, V] log-softmax."""
     mask, h, w, h_t, w_t, targets, gen = tensors
-    teacher_logp = torch.log_softmax(h_t @ w_t[:V].T, -1)
+    teacher_logp = torch.log_softmax(h_t @ w_t[:V].T / TAU, -1)
     top_logp, top_ids = teacher_logp.topk(K, -1)
-    student_topk = gathered_logits(h, w, top_ids, chunk_size=3)  # what the trainer computes
-    s = Signals(mask=mask, logp=torch.zeros(N, C, dtype=torch.float64), student_topk=student_topk,
-                teacher_topk_logp=top_logp)  # fmt: skip
+    ids = torch.cat([top_ids, targets.unsqueeze(-1)], -1)
+    student_topk = gathered_logits(h, w, ids, chunk_size=3)  # what the trainer computes
+    logp = completion_logprobs(h, w, targets, TAU, chunk_size=2)
+    s = Signals(mask=mask, logp=logp, student_topk=student_topk, teacher_topk_logp=top_logp)
     loss, _ = objective(("opd_topk",), s, W)
-    want = aggregate(W.lam * reverse_kl_topk(h @ w.T, top_logp, top_ids, TAU), mask)
+    student_logp = torch.log_softmax(h @ w.T / TAU, -1).gather(-1, top_ids)  # the naive path
+    want = aggregate(W.lam * reverse_kl_topk(student_logp, top_logp), mask)
     torch.testing.assert_close(loss, want, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(torch.autograd.grad(loss, h)[0], torch.autograd.grad(want, h)[0])
 

@@ -42,7 +42,7 @@ def naive_logprobs(model, prompt, completions, mask, temperature):
             logits = model(ids).logits[0].double()
         logp = torch.log_softmax(logits / temperature, -1)[prompt.shape[1] - 1 : -1]
         out[g, :n] = logp.gather(1, completions[g, :n, None]).squeeze(1)
-        tops.append(torch.log_softmax(logits, -1)[prompt.shape[1] - 1 : -1].topk(K, -1))
+        tops.append(logp.topk(K, -1))  # at τ too: the topk estimator's tail needs Z_τ
     return out, tops
 
 

@@ -48,6 +48,9 @@ def test_length_below_the_evidence_is_exit_2(capsys, tmp_path, monkeypatch):
         "_shrink_evidence_documents",
         lambda self, placed, budget, hidden: (placed, budget),
     )
+    # Documents three times their size: no 6-fact chain's documents fit 1k whole.
+    whole = context.CountCache.document
+    monkeypatch.setattr(context.CountCache, "document", lambda self, doc: 3 * whole(self, doc))
     out = tmp_path / "out"
     code, _, stderr = _run(
         capsys, "generate", "--length", "1k", "--hops", "6", "--num-examples", "3", "--out", str(out)

@@ -63,7 +63,14 @@ def test_dry_run_writes_exactly_the_repository_tree(saved, tmp_path):
     worlds = {str(p.relative_to(saved)) for p in saved.glob("worlds/*.json")}
     assert (
         files
-        == {"README.md", "assets/length_hist.png", "assets/depth_hist.png", "generation.json"}
+        == {
+            "README.md",
+            "assets/length_hist.png",
+            "assets/depth_hist.png",
+            "assets/audit.png",
+            "audit.json",
+            "generation.json",
+        }
         | shards
         | worlds
     )

@@ -56,8 +56,14 @@ def test_merged_shards_equal_the_unsharded_dataset_byte_for_byte(capsys, tmp_pat
     code, err = _merge(capsys, merged, *reversed(shards))  # any order
     assert code == 0, err
     expected, got = file_digests(whole), file_digests(merged)
-    # Every kind of output file takes part: parquet, load_from_disk, worlds, config, card, plots.
-    assert {"generation.json", "README.md", "assets/length_hist.png", "assets/depth_hist.png"} <= set(got)
+    # Every kind of output file takes part: parquet, load_from_disk, worlds, config, audit, card, plots.
+    assert {
+        "generation.json",
+        "audit.json",
+        "README.md",
+        "assets/length_hist.png",
+        "assets/depth_hist.png",
+    } <= set(got)
     assert sum(name.startswith("worlds/") for name in got) == len(plan_worlds(_config()))
     assert any(name.startswith("data/train-") for name in got) and "train/state.json" in got
     assert got == expected

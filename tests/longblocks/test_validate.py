@@ -17,7 +17,7 @@ from longblocks.errors import UserError
 from longblocks.validate import CHECKS, validate_dataset
 from longblocks.world.schema import World
 
-ROW_CHECKS = ("schema", "tokens", "evidence", "answers", "unique")
+ROW_CHECKS = ("schema", "tokens", "evidence", "answers", "graph", "text", "unique")
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,25 @@ def _move_row_to_test(rows):
     return f"world {row['world_id']}"
 
 
+def _chain_row(rows) -> dict:
+    return next(
+        r for r in rows["train"] if len(r["verification"]["path"]) >= 2 and not r["verification"]["variant"]
+    )
+
+
+def _shortcut_sentence(rows):
+    row = _chain_row(rows)
+    first_hop = row["verification"]["evidence"][0]["sentence"]  # names the start entity
+    row["document"] += f" {first_hop.removesuffix('.')}, and so did {row['answer']}."
+    return row["id"]
+
+
+def _anachronism(rows):
+    row = _first(rows)
+    row["document"] = row["document"].replace("\n\n", " It happened in 2099.\n\n", 1)
+    return row["id"]
+
+
 CORRUPTIONS = [
     pytest.param(_change_answer, "answers", "Nobody Atall", id="answer"),
     pytest.param(_change_n_tokens, "tokens", "n_tokens says", id="n_tokens"),
@@ -139,6 +158,8 @@ CORRUPTIONS = [
     pytest.param(_break_reference, "answers", "reference scores 0.000", id="reference"),
     pytest.param(_negative_depth, "schema", "depth: -0.25 is less than the minimum", id="schema-depth"),
     pytest.param(_duplicate_id, "unique", "used again", id="duplicate-id"),
+    pytest.param(_shortcut_sentence, "text", "names both the start entity and the answer", id="shortcut"),
+    pytest.param(_anachronism, "text", "states a year after its own date", id="anachronism"),
     pytest.param(_wrong_split_column, "splits", "split column says test", id="split-column"),
     pytest.param(_move_row_to_test, "splits", "appears in test, train", id="world-in-two-splits"),
 ]
@@ -172,6 +193,7 @@ def test_changed_world_fact_breaks_the_path(saved, clean_rows, tmp_path):
     file.write_text(json.dumps(world))
     report = validate_dataset(folder)
     assert any("reaches" in reason for reason in _reasons(report, "answers", row["id"]))
+    assert any("networkx" in reason for reason in _reasons(report, "graph", row["id"]))
 
 
 def test_swapped_world_file_fails_layout_and_answers(saved, clean_rows, tmp_path):

@@ -78,3 +78,30 @@ def test_same_rng_same_context(builder, graph):
     a = builder.build(prompt_messages(FRAME), _evidence(graph, 2, 0.3), [], set(), 2048, 10, random.Random(9))
     b = builder.build(prompt_messages(FRAME), _evidence(graph, 2, 0.3), [], set(), 2048, 10, random.Random(9))
     assert a.prompt == b.prompt and a.depths == b.depths
+
+
+def test_no_fact_is_stated_twice_and_no_document_predates_its_facts(graph, builder):
+    from collections import Counter
+
+    from longblocks.render.documents import fact_year
+    from longblocks.tasks import TASKS, TaskParams
+
+    for seed in range(6):
+        rng = random.Random(seed)
+        instance = TASKS["grounding"].sample(builder.renderer, rng, TaskParams(length=4096))
+        evidence = [Evidence(f, rng.random()) for f in instance.evidence]
+        context = builder.build(
+            prompt_messages(FRAME),
+            evidence,
+            instance.near,
+            instance.excluded,
+            4096,
+            20,
+            rng,
+            instance.pinned,
+            instance.documents,
+        )
+        stated = Counter(f for doc in context.documents for f in doc.facts)
+        assert max(stated.values()) == 1
+        for doc in context.documents:
+            assert all(fact_year(graph.facts[f]) <= doc.year for f in doc.facts), doc.doc_id

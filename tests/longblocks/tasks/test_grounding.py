@@ -105,3 +105,39 @@ def test_other_languages(language):
     rows, _ = build(cfg)
     for row in (r for split in rows.values() for r in split):
         assert score(row["reference"], row["verification"]).value == 1.0, row["reference"]
+
+
+def test_abstain_rows_keep_the_asked_entitys_document(dataset):
+    from longblocks.tasks.grounding import _last_fact
+
+    rows, graphs = dataset
+    abstain = [r for r in rows if r["verification"]["variant"] == "abstain"]
+    for row in abstain:
+        graph, v = graphs[row["world_id"]], row["verification"]
+        removed = _last_fact(graph, v["start_entity"], v["path"])
+        asked = removed.head if removed.tail == v["answer_entity"] else removed.tail
+        titles = [doc.split("\n", 1)[0] for doc in row["document"].split("\n\n")]
+        assert any(graph.entities[asked].name in title for title in titles), row["id"]
+
+
+def test_conflict_records_are_alike_and_state_only_their_past(graph):
+    from longblocks.render.documents import fact_year
+
+    renderer = Renderer(graph)
+    for seed in range(20):
+        instance = TASKS["grounding"].sample(renderer, random.Random(seed), _params("conflict"))
+        (stale, _), (current,) = instance.pinned[0], instance.documents.values()
+        assert len(stale.facts) == len(current.facts) + 1  # the evidence sentence joins `current`
+        assert set(stale.facts).isdisjoint(current.facts)
+        for doc in (stale, current):
+            assert all(fact_year(graph.facts[f]) <= doc.year for f in doc.facts)
+        assert stale.year < current.year
+
+
+def test_two_hop_cited_chains_have_no_shortcut_sentence(graph):
+    renderer = Renderer(graph)
+    for seed in range(40):
+        instance = TASKS["grounding"].sample(renderer, random.Random(seed), _params("cited"))
+        v = instance.verification
+        if len(v["path"]) == 2:
+            assert not graph.linked(v["start_entity"], v["answer_entity"])

@@ -17,9 +17,10 @@ def test_person_forms():
 
 
 def test_organisation_short_form():
-    assert organisation_aliases("Quill Trading House", ("Works", "Trading House")) == ["Quill"]
-    assert organisation_aliases("Quill & Sons", ("& Sons",)) == ["Quill"]
-    assert organisation_aliases("Quillford", ("Works",)) == []
+    assert organisation_aliases("Quill Trading House", ("{stem} Works", "{stem} Trading House")) == ["Quill"]
+    assert organisation_aliases("Quill & Sons", ("{stem} & Sons",)) == ["Quill"]
+    assert organisation_aliases("Brauerei Quill", ("{stem} Bräu", "Brauerei {stem}")) == ["Quill"]
+    assert organisation_aliases("Quillford", ("{stem} Works",)) == []
 
 
 def _entity(i, type_, name):

@@ -3,9 +3,10 @@ import pickle
 from collections import Counter
 
 import jsonschema
+import pytest
 
 from longblocks.render.env import TEMPLATES_DIR
-from longblocks.world.entities import NameMaker, lexicon
+from longblocks.world.entities import NameMaker, is_club_kind, lexicon
 from longblocks.world.graph import WorldGraph, WorldSize, build_world
 from longblocks.world.schema import ENTITY_TYPES, RELATIONS, World
 
@@ -150,3 +151,51 @@ def test_indexes_agree_with_networkx(world, graph):
     fact = next(f for f in world.facts if f.relation == "works_for")
     assert nx_graph.edges[fact.head, fact.tail, fact.id]["relation"] == "works_for"
     assert nx_graph.nodes[fact.head]["name"] == graph.entities[fact.head].name
+
+
+def _plausible_world(language: str):
+    return build_world("w", 4, language, WorldSize.for_length(8192))
+
+
+@pytest.mark.parametrize("language", ["en", "pt", "de"])
+def test_dates_read_like_lives(language):
+    world = _plausible_world(language)
+    born = {e.id: e.year for e in world.entities}
+    joined = [f for f in world.facts if f.relation in ("works_for", "member_of")]
+    # Nobody joins an organisation in the year it was founded, or before.
+    assert joined and all(f.attributes["since"] > born[f.tail] for f in joined)
+    for f in world.facts:
+        if f.relation == "married_to":
+            assert f.attributes["year"] - min(born[f.head], born[f.tail]) <= 45  # nobody weds at 70
+        if f.relation == "founded_by":
+            assert 25 <= f.attributes["year"] - born[f.tail] <= 60
+        if f.relation == "child_of":
+            assert 18 <= born[f.head] - born[f.tail] <= 45
+
+
+@pytest.mark.parametrize("language", ["en", "pt", "de"])
+def test_organisations_are_named_like_their_kind(language):
+    from longblocks.world.entities import kind_word
+
+    world = _plausible_world(language)
+    words = lexicon(language)
+    clubs = [e for e in world.entities if e.type == "organisation" and is_club_kind(words, e.kind)]
+    companies = [e for e in world.entities if e.type == "organisation" and not is_club_kind(words, e.kind)]
+    assert len(clubs) >= 10 and len(companies) >= 12
+    for club in clubs:
+        patterns = words["club_names"][club.kind - len(words["organisation_kinds"])]
+        assert any(_matches(p, club.name) for p in patterns), club.name
+        assert kind_word(words, "organisation", club.kind) in words["club_kinds"]
+    for company in companies:
+        assert any(_matches(p, company.name) for p in words["organisation_names"][company.kind]), company.name
+
+
+def _matches(pattern: str, name: str) -> bool:
+    before, after = pattern.split("{stem}")
+    return name.startswith(before) and name.endswith(after)
+
+
+def test_every_fine_type_has_ten_or_more_entities(graph):
+    counts = Counter(graph.fine_type(e.id) for e in graph.world.entities)
+    assert set(counts) == {"person", "town", "region", "company", "club", "artifact", "event"}
+    assert min(counts.values()) >= 10

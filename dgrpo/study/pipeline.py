@@ -1,0 +1,206 @@
+"""The study's stages, each cached under out_dir: data, teacher, student warm start, methods.
+
+Every stage goes through the public entry points (`longblocks generate`, `dgrpo.trainer.train`,
+`dgrpo.evaluate.evaluate`), so the study measures exactly what a user runs.
+"""
+
+import json
+import logging
+import multiprocessing
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import datasets
+
+from dgrpo.config import make_config
+from dgrpo.errors import UserError
+from dgrpo.evaluate import evaluate
+from dgrpo.study.assets import save_model, train_bpe
+from dgrpo.study.config import ModelSpec, StudyConfig
+
+log = logging.getLogger(__name__)
+HELD_OUT = ("validation", "test")  # world-disjoint from train
+
+
+def generate(out: Path, *args: str) -> Path:
+    """`longblocks generate ... --out out`, once (a finished folder is reused)."""
+    if not (out / "dataset_dict.json").is_file():
+        command = [sys.executable, "-m", "longblocks.cli", "generate", *args, "--out", str(out)]
+        done = subprocess.run([*command, "--overwrite"], capture_output=True, text=True)
+        if done.returncode != 0:
+            problem = f"longblocks generate failed: {done.stderr.strip()[-300:]}"
+            raise UserError(problem, "check the data section of the study config")
+    return out
+
+
+def tokenizer_dir(cfg: StudyConfig, root: Path) -> Path:
+    """The study tokenizer: the configured one, or a BPE trained on 1k-token longblocks text."""
+    if cfg.tokenizer.path:
+        return Path(cfg.tokenizer.path)
+    out = root / "tokenizer"
+    if not (out / "tokenizer.json").is_file():
+        spec = cfg.data
+        corpus = generate(root / "corpus", "--task", spec.task, "--hops", spec.hops, "--length", "1k",
+                          "--num-examples", str(cfg.tokenizer.corpus_examples),
+                          "--workers", str(spec.workers))  # fmt: skip
+        rows = datasets.load_from_disk(str(corpus))["train"]
+        fields = ("system", "document", "question", "instruction", "reference")
+        train_bpe((row[f] for row in rows for f in fields if row.get(f)), cfg.tokenizer.vocab_size, out)
+    return out
+
+
+def study_data(cfg: StudyConfig, root: Path, tokenizer: Path) -> Path:
+    spec = cfg.data
+    return generate(root / "data", "--task", spec.task, "--hops", spec.hops, "--length", spec.length,
+                    "--num-examples", str(spec.num_examples), "--workers", str(spec.workers),
+                    "--tokenizer", str(tokenizer), "--seed", "0")  # fmt: skip
+
+
+def retention_data(cfg: StudyConfig, root: Path, tokenizer: Path) -> Path | None:
+    spec, length = cfg.data, cfg.retention.length
+    if length is None:
+        return None
+    return generate(root / "retention", "--task", spec.task, "--hops", spec.hops, "--length", length,
+                    "--num-examples", str(cfg.retention.num_examples), "--workers", str(spec.workers),
+                    "--tokenizer", str(tokenizer), "--seed", "1")  # fmt: skip
+
+
+def initial_model(spec: ModelSpec, out: Path, tokenizer: Path, seed: int) -> str:
+    if spec.path:
+        return spec.path
+    if not (out / "config.json").is_file():
+        from transformers import AutoTokenizer
+
+        save_model(out, AutoTokenizer.from_pretrained(tokenizer, local_files_only=True), spec.arch, seed)
+    return str(out)
+
+
+def run_values(
+    cfg: StudyConfig, data: Path, out: Path, student: str, method: str, seed: int,
+    steps: int, lr: float, batch_size: int, teacher: str | None = None, schedule: str = "constant", **loss,
+) -> dict:  # fmt: skip
+    """One `dgrpo train` config: every method of the study differs only in these arguments."""
+    c = cfg.compare
+    return {
+        "model": {"student": student, "gradient_checkpointing": False},
+        "data": {"path": str(data), "batch_size": batch_size, "max_prompt_tokens": 1 << 20,
+                 "max_response_tokens": 512},
+        "rollout": {"group_size": c.group_size, "max_new_tokens": c.max_new_tokens},
+        "teacher": {"model": teacher},
+        "loss": {"method": method, **loss},
+        "optim": {"lr": lr, "schedule": schedule,
+                  "warmup_steps": max(1, steps // 20), "micro_batch_tokens": 1 << 16},
+        "run": {"out_dir": str(out), "steps": steps, "seed": seed, "save_every": max(1, steps // 4),
+                "progress": False,
+                "threads": cfg.threads, "device": cfg.device},
+    }  # fmt: skip
+
+
+def train_and_eval(values: dict, retention: str | None = None) -> dict:
+    """Train one run (unless finished), then greedy evaluation on the held-out splits (and on the
+    retention probe set); a worker process's job, so it takes plain values."""
+    from dgrpo.checkpoint import latest, load_state
+    from dgrpo.trainer import train
+
+    cfg = make_config(values)
+    out = Path(cfg.run.out_dir)
+    last = latest(out)
+    if last is None or load_state(last)["step"] < cfg.run.steps:
+        train(cfg, resume=True)  # an interrupted study continues from the run's last checkpoint
+    return evaluations(values, str(out), retention)
+
+
+def evaluations(values: dict, checkpoint: str, retention: str | None) -> dict:
+    """{"records": held-out records, "retention": probe records or None} of one checkpoint."""
+    out = Path(checkpoint)
+    probe = None
+    if retention is not None:
+        probe_values = {**values, "data": {**values["data"], "path": retention}}
+        probe = held_out_eval(probe_values, checkpoint, out / "eval-retention", ("train", *HELD_OUT))
+    return {"records": held_out_eval(values, checkpoint, out / "eval", HELD_OUT), "retention": probe}
+
+
+def held_out_eval(values: dict, checkpoint: str, out: Path, splits: tuple[str, ...]) -> list[dict]:
+    """Greedy evaluation records on `splits` (cached as records.json in `out`)."""
+    cache = out / "records.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())["records"]
+    cfg = make_config(values)
+    records = []
+    for split in splits:
+        evaluate(cfg, checkpoint, split, out)
+        lines = (out / f"{split}-completions.jsonl").read_text(encoding="utf-8").splitlines()
+        records += [json.loads(line) for line in lines]
+    cache.write_text(json.dumps({"records": records}))
+    return records
+
+
+def sft_stage(
+    cfg: StudyConfig,
+    spec: ModelSpec,
+    data: Path,
+    out: Path,
+    init: str,
+    seed: int,
+    retention: str | None = None,
+) -> dict:
+    """sft on the references (the teacher, or the student's warm start) and its evaluations."""
+    values = run_values(
+        cfg, data, out, init, "sft", seed, spec.steps, spec.lr, spec.batch_size, schedule="cosine"
+    )
+    return train_and_eval(values, retention)
+
+
+def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teacher: str) -> dict:
+    """(method, seed) -> run values: the same student, steps, lr and completion rows per step."""
+    c = cfg.compare
+    jobs = {}
+    for method in c.methods:
+        fixed = method in ("sft", "kd")
+        batch = c.batch_size * c.group_size if fixed else c.batch_size
+        loss = {"estimator": c.estimator, "lam": c.lam} if method in ("opd", "dgrpo") else {}
+        for seed in c.seeds:
+            jobs[method, seed] = run_values(
+                cfg, data, root / "runs" / f"{method}-{seed}", student, method, seed, c.steps, c.lr, batch,
+                teacher if method in ("kd", "opd", "dgrpo") else None, **loss,
+            )  # fmt: skip
+    return jobs
+
+
+def run_all(jobs: dict, retention: str | None, workers: int) -> dict:
+    """Every job's evaluations, `workers` runs at a time (spawned: no forked OpenMP state)."""
+    if workers == 1:
+        return {key: train_and_eval(values, retention) for key, values in jobs.items()}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {key: pool.submit(train_and_eval, values, retention) for key, values in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def run_study(cfg: StudyConfig) -> dict:
+    """All stages; returns what the report needs (run folders and evaluation records)."""
+    root = Path(cfg.out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer = tokenizer_dir(cfg, root)
+    data = study_data(cfg, root, tokenizer)
+    probe = retention_data(cfg, root, tokenizer)
+    probe = None if probe is None else str(probe)
+    log.info("data ready: %s", data)
+    teacher_init = initial_model(cfg.teacher, root / "teacher-init", tokenizer, seed=1)
+    student_init = initial_model(cfg.student, root / "student-init", tokenizer, seed=0)
+    teacher = sft_stage(cfg, cfg.teacher, data, root / "teacher", teacher_init, seed=1)
+    log.info("teacher trained")
+    student0 = sft_stage(cfg, cfg.student, data, root / "student0", student_init, seed=0, retention=probe)
+    jobs = comparison_jobs(cfg, data, root, str(root / "student0"), str(root / "teacher"))
+    results = run_all(jobs, probe, cfg.workers)
+    return {
+        "root": root,
+        "tokenizer": tokenizer,
+        "teacher_init": teacher_init,
+        "student_init": student_init,
+        "teacher": teacher,
+        "student0": student0,
+        "runs": {key: (Path(values["run"]["out_dir"]), results[key]) for key, values in jobs.items()},
+    }

@@ -1,0 +1,117 @@
+"""docs/results.md and its plots from the study's runs: held-out accuracy and reward per method
+(mean ± sd over seeds), reward and KL curves, and an accuracy heatmap (length × depth) per method."""
+
+import json
+import statistics
+from pathlib import Path
+
+import jinja2
+
+from dgrpo.evaluate import plot_heatmap, summarize
+from dgrpo.study.assets import parameter_counts
+from dgrpo.study.config import StudyConfig
+
+TEMPLATE = Path(__file__).with_name("results.md.jinja")
+
+
+def overall(result: dict) -> dict:
+    return summarize(result["records"])["overall"]
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def method_table(runs: dict, methods: list[str], key: str = "records") -> dict[str, dict]:
+    """method -> {accuracy: (mean, sd), reward: (mean, sd), per_seed: [...]} over seeds, on the
+    held-out records (key "records") or the retention probe's ("retention")."""
+    table = {}
+    for method in methods:
+        cells = [
+            summarize(res[key])["overall"] for (m, _), (_, res) in runs.items() if m == method and res[key]
+        ]
+        if not cells:
+            continue
+        table[method] = {
+            "accuracy": mean_sd([c["accuracy"] for c in cells]),
+            "reward": mean_sd([c["reward"] for c in cells]),
+            "per_seed": [round(c["accuracy"], 3) for c in cells],
+        }
+    return table
+
+
+def curves(runs: dict, methods: list[str], name: str) -> dict[str, list[float]]:
+    """method -> the seed-mean of a logged metric per step (methods that log it)."""
+    out = {}
+    for method in methods:
+        series = []
+        for (m, _), (run_dir, _) in runs.items():
+            if m != method:
+                continue
+            rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            if name in rows[0]:
+                series.append([row[name] for row in rows])
+        if series:
+            out[method] = [statistics.fmean(values) for values in zip(*series, strict=True)]
+    return out
+
+
+def final_loss(run_dir: Path, last: int = 10) -> float:
+    """Mean training loss over a run's last `last` steps (how far an sft stage got)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return statistics.fmean(row["loss"] for row in rows[-last:])
+
+
+def plot_curves(series: dict[str, list[float]], ylabel: str, path: Path, smooth: int = 5) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for method, values in series.items():
+        window = [statistics.fmean(values[max(0, i - smooth + 1) : i + 1]) for i in range(len(values))]
+        ax.plot(range(1, len(values) + 1), window, label=method)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel}: mean over seeds, {smooth}-step moving average", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str) -> str:
+    """Write results.md and PNGs into cfg.report_dir; returns the one-line summary."""
+    report_dir = Path(cfg.report_dir)
+    figures = report_dir / "results"
+    figures.mkdir(parents=True, exist_ok=True)
+    methods = cfg.compare.methods
+    table = method_table(study["runs"], methods)
+    plot_curves(curves(study["runs"], methods, "reward/mean"), "training reward", figures / "reward.png")
+    plot_curves(curves(study["runs"], methods, "kl_teacher"), "reverse KL to the teacher", figures / "kl.png")
+    for method in methods:
+        records = [r for (m, _), (_, res) in study["runs"].items() if m == method for r in res["records"]]
+        grid = summarize(records)["by_length_depth"]
+        plot_heatmap(grid, figures / f"heatmap-{method}.png", title=f"{method}: held-out accuracy")
+    teacher, student0 = overall(study["teacher"]), overall(study["student0"])
+    retention = {}
+    if study["student0"]["retention"]:  # before, then after each method
+        before = summarize(study["student0"]["retention"])["overall"]["accuracy"]
+        retention = {"student0": {"accuracy": (before, 0.0)}} | method_table(
+            study["runs"], methods, "retention"
+        )
+    sizes = {
+        role: parameter_counts(Path(path))
+        for role, path in (("teacher", study["teacher_init"]), ("student", study["student_init"]))
+        if Path(path, "config.json").is_file()
+    }
+    text = jinja2.Template(TEMPLATE.read_text(encoding="utf-8"), undefined=jinja2.StrictUndefined).render(
+        cfg=cfg, table=table, teacher=teacher, student0=student0, sizes=sizes, minutes=seconds / 60,
+        methods=methods, retention=retention, config_path=config_path,
+        losses={name: final_loss(Path(study["root"]) / name) for name in ("teacher", "student0")},
+    )  # fmt: skip
+    (report_dir / "results.md").write_text(text, encoding="utf-8")
+    accuracies = {m: table[m]["accuracy"][0] for m in methods}
+    parts = [f"{m}={accuracies[m]:.3f}" for m in methods]
+    return " ".join([*parts, f"teacher={teacher['accuracy']:.3f}", f"student0={student0['accuracy']:.3f}"])

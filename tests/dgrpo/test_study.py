@@ -1,0 +1,86 @@
+"""dgrpo.study: small tokenizers and models load like any HF model, the config rejects bad
+input with one line, and the report turns runs into the table, plots and summary line."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dgrpo.errors import UserError
+from dgrpo.models import load_model, load_tokenizer
+from dgrpo.study.__main__ import main
+from dgrpo.study.assets import EOS, parameter_counts, save_model, train_bpe
+from dgrpo.study.config import StudyConfig, load_study_config
+from dgrpo.study.report import method_table, write_report
+
+TEXTS = ["Mara Quill has been a member of Ostwick Holdings since 1990.", "Answer: Mara Quill"] * 20
+ARCH = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=8)  # fmt: skip
+
+
+def test_a_trained_bpe_and_a_small_model_load_through_dgrpo_models(tmp_path):
+    tokenizer = train_bpe(TEXTS, 300, tmp_path / "tokenizer")
+    save_model(tmp_path / "model", tokenizer, ARCH, seed=0)
+    loaded = load_tokenizer(str(tmp_path / "model"))
+    ids = loaded("Answer: Mara Quill")["input_ids"]
+    assert loaded.decode(ids) == "Answer: Mara Quill"
+    prompt = loaded.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                        add_generation_prompt=True)  # fmt: skip
+    assert prompt == f"<|user|>\nhi{EOS}\n<|assistant|>\n"
+    model = load_model(str(tmp_path / "model"))
+    assert model.config.vocab_size == len(loaded) and model.config.eos_token_id == loaded.eos_token_id
+    counts = parameter_counts(tmp_path / "model")
+    assert counts["embedding"] == len(loaded) * 16 < counts["total"]
+
+
+def test_bad_study_configs_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(UserError, match="not found"):
+        load_study_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("compare: {stepz: 3}\n")
+    with pytest.raises(UserError, match="invalid compare.stepz"):
+        load_study_config(bad)
+    assert main([str(bad)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def record(reward: float) -> dict:
+    return {"task": "multihop", "length": "1k", "depth": "0.2-0.4", "reward": reward, "truncated": False}
+
+
+def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
+    cfg = StudyConfig(
+        report_dir=str(tmp_path / "docs"), compare={"methods": ["grpo", "dgrpo"], "seeds": [0, 1]}
+    )
+    runs = {}
+    for method, rewards in (("grpo", [[1, 0], [0, 0]]), ("dgrpo", [[1, 1], [1, 0]])):
+        for seed, values in enumerate(rewards):
+            run_dir = tmp_path / f"{method}-{seed}"
+            run_dir.mkdir()
+            lines = [json.dumps({"reward/mean": 0.1 * step, "kl_teacher": 1 / step}) for step in range(1, 4)]
+            (run_dir / "metrics.jsonl").write_text("\n".join(lines))
+            runs[method, seed] = (run_dir, {"records": [record(v) for v in values], "retention": None})
+    for name, loss in (("teacher", 0.5), ("student0", 2.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"loss": loss}))
+    study = {"runs": runs, "root": tmp_path, "teacher": {"records": [record(1), record(1)]},
+             "student0": {"records": [record(0), record(1)], "retention": None},
+             "teacher_init": str(tmp_path / "none"), "student_init": str(tmp_path / "none")}  # fmt: skip
+    table = method_table(runs, ["grpo", "dgrpo"])
+    assert table["grpo"]["accuracy"] == pytest.approx((0.25, 0.3535534)) and table["dgrpo"]["per_seed"] == [
+        1,
+        0.5,
+    ]
+    line = write_report(cfg, study, 60.0, "configs/x.yaml")
+    assert line == "grpo=0.250 dgrpo=0.750 teacher=1.000 student0=0.500"
+    text = (tmp_path / "docs" / "results.md").read_text()
+    assert "| dgrpo | 0.750 ± 0.354 |" in text and "Not run: `retention.length` is unset" in text
+    assert "teacher 0.50, student0 2.00" in text
+    pngs = {p.name for p in (tmp_path / "docs" / "results").iterdir()}
+    assert pngs == {"reward.png", "kl.png", "heatmap-grpo.png", "heatmap-dgrpo.png"}
+
+
+@pytest.mark.parametrize("name", ["full", "quick"])
+def test_shipped_study_configs_load(name):
+    cfg = load_study_config(Path(__file__).parents[2] / "configs" / "study" / f"{name}.yaml")
+    assert set(cfg.compare.methods) == {"sft", "kd", "grpo", "opd", "dgrpo"} and len(cfg.compare.seeds) >= 2

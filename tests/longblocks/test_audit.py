@@ -1,0 +1,155 @@
+"""`longblocks.audit`: the baselines find a planted shortcut, the text checks find what a reader
+would flag, and a generated dataset passes."""
+
+import json
+
+import pytest
+
+from longblocks import audit, io
+from longblocks.audit import AuditResult, AuditWorld, audit_rows
+from longblocks.build import build
+from longblocks.cli import main
+from longblocks.config import BuildConfig
+from longblocks.render.documents import Renderer
+from longblocks.world.graph import WorldGraph, WorldSize, build_world
+
+
+def _world() -> AuditWorld:
+    towns = [{"id": f"place:{i}", "type": "place", "name": f"Town{i}"} for i in range(5)]
+    region = [{"id": "place:9", "type": "place", "name": "Vale"}]
+    people = [{"id": f"person:{i}", "type": "person", "name": f"Ann {chr(65 + i)}"} for i in range(6)]
+    facts = [
+        {
+            "id": f"f{i}",
+            "relation": "lives_in",
+            "head": f"person:{i}",
+            "tail": f"place:{i % 5}",
+            "attributes": {},
+        }
+        for i in range(6)
+    ]
+    facts += [
+        {"id": f"g{i}", "relation": "located_in", "head": f"place:{i}", "tail": "place:9", "attributes": {}}
+        for i in range(5)
+    ]
+    facts.append(
+        {"id": "m", "relation": "married_to", "head": "person:5", "tail": "person:0", "attributes": {}}
+    )
+    return AuditWorld.from_data({"entities": towns + region + people, "facts": facts})
+
+
+def _row(document: str, answer: str = "place:0", language: str = "en") -> dict:
+    verification = {
+        "kind": "exact",
+        "variant": "",
+        "path": ["married_to", "lives_in"],
+        "start_entity": "person:5",
+        "answer_entity": answer,
+        "answer": "",
+        "evidence": [],
+    }
+    return {"task": "multihop", "length": 4096, "language": language, "document": document, "split": "train",
+            "world_id": "w", "answer": "", "verification": verification}  # fmt: skip
+
+
+def test_fine_types_come_from_the_graph():
+    world = _world()
+    assert world.fine["place:0"] == "town" and world.fine["place:9"] == "region"
+    assert len(world.of_fine_type("town")) == 5
+
+
+def test_most_mentioned_finds_a_planted_shortcut():
+    # The answer Town0 is named three times, every other town once: reading counts gives it away.
+    document = (
+        "[D1000] Notes\nTown0 is old. Town0 is big. Town0 is far. Town1 and Town2 and Town3 and Town4 exist."
+    )
+    chained = audit.chain_row(_row(document), _world())
+    assert set(chained.candidates) == {f"place:{i}" for i in range(5)}
+    assert audit.most_mentioned(chained, audit.Counter()) == 1.0
+    assert audit.first_mentioned(chained, audit.Counter()) == 1.0
+    assert audit.last_mentioned(chained, audit.Counter()) == 0.0
+
+
+def test_ties_split_the_credit():
+    document = "[D1000] Notes\nTown0 and Town1 and Town2 and Town3 and Town4 are towns."
+    chained = audit.chain_row(_row(document), _world())
+    assert audit.most_mentioned(chained, audit.Counter()) == pytest.approx(0.2)
+
+
+def test_a_sentence_naming_start_and_answer_is_flagged():
+    world = _world()
+    assert audit.names_start_and_answer(_row("[D1000] X\nAnn F once visited Town0."), world)
+    assert not audit.names_start_and_answer(
+        _row("[D1000] X\nAnn F married Ann A. Ann A lives in Town0."), world
+    )
+
+
+def test_repeats_and_anachronisms():
+    repeated = "[D1000] A\nOne fact. Two facts. One fact.\n\n[D2000] B\nOther."
+    assert audit.repeat_share(repeated) == pytest.approx(1 / 6)  # titles count as sentences
+    late = "[D1000] Biography of Ann A\nThis record of Ann A is dated 1980. Ann A moved in 1992."
+    fine = "[D1000] Biography of Ann A\nThis record of Ann A is dated 1995. Ann A moved in 1992."
+    assert audit.anachronisms(late, "en") == ["[D1000] Biography of Ann A"]
+    assert audit.anachronisms(fine, "en") == []
+    crowd = fine + " The fair drew 2040 visitors."
+    assert audit.anachronisms(crowd, "en") and audit.anachronisms(crowd, "en", frozenset({"2040"})) == []
+
+
+@pytest.mark.parametrize("language", ["en", "pt", "de"])
+def test_every_dateline_reads_back_its_year(language):
+    graph = WorldGraph(build_world("w", 2, language, WorldSize(people=60)))
+    renderer = Renderer(graph)
+    entity = graph.world.entities[0].id
+    years = set()
+    for k in range(60):
+        doc = renderer.dated_document(entity, [], 1901 + k, key=f"k{k}")
+        assert audit.document_date(doc.header, language) == 1901 + k
+        years.add(doc.header)
+    assert len(years) == 60
+
+
+def test_a_record_passes_within_chance_plus_margin_and_small_samples_are_not_judged():
+    assert AuditResult("b", "t", 0.3, 0.2, 0.1, 100).passed
+    assert not AuditResult("b", "t", 0.31, 0.2, 0.1, 100).passed
+    small = AuditResult("b", "t", 0.9, 0.2, 0.1, 10)
+    assert small.passed and not small.judged
+    assert not AuditResult("exact", "t", 1, 0, 0, 3).passed  # exact counts are judged at any size
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    cfg = BuildConfig(
+        task="all", lengths=[4096], num_examples=24, examples_per_world=8, seed=5, languages=["en", "de"]
+    )
+    out = tmp_path_factory.mktemp("audit") / "data"
+    io.save(*build(cfg), cfg, out, overwrite=False)
+    return out
+
+
+def test_generated_dataset_has_no_exact_shortcut_and_the_saved_audit_matches(saved):
+    results = audit.audit(saved)
+    by_name = {(r.task, r.name): r for r in results}
+    assert by_name["multihop", "sentence names start and answer"].value == 0
+    assert by_name["all", "rows with an anachronism"].value == 0
+    assert by_name["all", "exact repeats (worst context)"].value <= audit.MAX_REPEATS
+    assert by_name["multihop", "too few candidates of type"].value == 0
+    saved_records = json.loads((saved / audit.AUDIT_FILE).read_text())
+    assert saved_records == [r.as_dict() for r in results]
+    card = (saved / "README.md").read_text()
+    assert "## Shortcut audit" in card and "| most-mentioned of type | multihop |" in card
+    assert (saved / "assets" / "audit.png").stat().st_size > 1000
+
+
+def test_cli_audit_exit_codes(saved, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "audit.json"
+    assert main(["audit", str(saved), "--json", str(out)]) == 0
+    assert "| check |" in capsys.readouterr().out and json.loads(out.read_text())
+    # Judged on any number of rows, a margin below zero puts every baseline over its limit.
+    monkeypatch.setattr(audit, "MIN_ROWS", 1)
+    assert main(["audit", str(saved), "--margin", "-1"]) == 1
+    assert main(["audit", str(tmp_path / "nowhere")]) == 2
+
+
+def test_audit_rows_on_its_own_worlds(saved):
+    rows, worlds = audit.load_rows(saved)
+    assert audit_rows(rows, worlds) == audit.audit(saved)
