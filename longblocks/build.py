@@ -43,6 +43,9 @@ class WorldJob:
     lengths: tuple[int, ...]
     tasks: tuple[str, ...]  # task of each example, aligned with `lengths`
 
+    def row_id(self, j: int) -> str:
+        return f"{self.world_id}-{self.tasks[j]}-{j:03d}"
+
 
 def split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
     """Examples per split; every split with a positive share gets at least one when n >= 3."""
@@ -92,6 +95,20 @@ def plan_worlds(cfg: BuildConfig) -> list[WorldJob]:
                 )
             )
     return jobs
+
+
+def shard_jobs(jobs: list[WorldJob], shard: tuple[int, int] | None) -> list[WorldJob]:
+    """The jobs of shard (K, N): every N-th world from the K-th, so each shard gets a mix of
+    splits, languages and lengths and the N shards partition the plan; None keeps them all."""
+    if shard is None:
+        return jobs
+    k, n = shard
+    return [job for job in jobs if job.index % n == k - 1]
+
+
+def jobs_to_build(cfg: BuildConfig) -> list[WorldJob]:
+    """The planned worlds this run builds: all of them, or those of `cfg.shard`."""
+    return shard_jobs(plan_worlds(cfg), cfg.shard)
 
 
 @cache
@@ -167,7 +184,7 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
     if verification["kind"] == "cited":
         verification["citations"] = sorted({r["doc_id"] for r in refs})
     return Row(
-        id=f"{job.world_id}-{task.name}-{j:03d}",
+        id=job.row_id(j),
         document=context.document,
         source=SOURCE,
         language=language,
@@ -207,8 +224,8 @@ def _run(args: tuple[WorldJob, BuildConfig]) -> tuple[World, list[dict]]:
 
 def generate(cfg: BuildConfig) -> Iterator[tuple[WorldJob, World, list[dict]]]:
     """Yield (job, world, rows) in plan order, using `cfg.workers` processes."""
-    jobs = plan_worlds(cfg)
-    if cfg.workers == 1 or len(jobs) == 1:
+    jobs = jobs_to_build(cfg)
+    if cfg.workers == 1 or len(jobs) <= 1:
         for job in jobs:
             yield job, *generate_world(job, cfg)
         return

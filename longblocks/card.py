@@ -206,12 +206,12 @@ def _type_name(annotation) -> str:
 
 
 def config_table(cfg: BuildConfig) -> list[tuple[str, str, str]]:
-    """(knob, value, description) of the build config; `workers` is left out: it changes no byte."""
-    values = cfg.model_dump(mode="json")
+    """(knob, value, description) of the build config; `RUN_FIELDS` are left out: they change no byte."""
+    values = cfg.recorded()
     return [
         (name, _cell(json.dumps(values[name], sort_keys=True)), _cell(field.description or ""))
         for name, field in BuildConfig.model_fields.items()
-        if name != "workers"
+        if name in values
     ]
 
 

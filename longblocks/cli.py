@@ -27,8 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     gen.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     gen.add_argument("--examples-per-world", type=int, default=8, help="examples drawn per world")
+    gen.add_argument(
+        "--shard", default=None, metavar="K/N", help="build only shard K of N (1..N); join all N with `merge`"
+    )
     gen.add_argument("--out", required=True, type=Path, help="output directory")
     gen.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    join = commands.add_parser("merge", help="join the N shard folders of `generate --shard K/N`")
+    join.add_argument("shards", nargs="+", type=Path, metavar="SHARD_DIR", help="the --out of every shard")
+    join.add_argument("--out", required=True, type=Path, help="output directory")
+    join.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     schemas = commands.add_parser("schemas", help="export the JSON Schemas of rows, worlds and configs")
     schemas.add_argument("--out", type=Path, default=Path("schemas"), help="folder to write into")
     check = commands.add_parser("validate", help="re-check a generated dataset; exit 1 if any check fails")
@@ -86,6 +93,16 @@ def _mix(text: str) -> dict[str, float]:
         ) from None
 
 
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard '{text}' is not K/N", "use e.g. --shard 1/4 (shards 1/4..4/4)") from None
+    return k, n
+
+
 def generate(args: argparse.Namespace) -> None:
     from longblocks import build, io
     from longblocks.config import make_config
@@ -103,6 +120,7 @@ def generate(args: argparse.Namespace) -> None:
         tokenizer=args.tokenizer,
         seed=args.seed,
         workers=args.workers,
+        shard=_shard(args.shard),
         examples_per_world=args.examples_per_world,
     )
     io.check_output(args.out, args.overwrite)
@@ -110,12 +128,32 @@ def generate(args: argparse.Namespace) -> None:
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
-        bar = progress.add_task("generating", total=cfg.num_examples)
+        total = sum(len(job.lengths) for job in build.jobs_to_build(cfg))
+        bar = progress.add_task("generating", total=total)
         rows, worlds = build.build(cfg, on_world=lambda job: progress.advance(bar, len(job.lengths)))
-    summary = io.save(rows, worlds, cfg, args.out, args.overwrite)
+    if cfg.shard is not None:
+        from longblocks.shards import save_shard
+
+        save_shard(rows, worlds, cfg, args.out, args.overwrite)
+        k, n = cfg.shard
+        print(
+            f"wrote {args.out}: shard {k}/{n}, {len(worlds)} worlds, {total} examples; "
+            f"join all {n} with `longblocks merge SHARD_DIR... --out DIR`"
+        )
+        return
+    _print_summary(args.out, io.save(rows, worlds, cfg, args.out, args.overwrite))
+
+
+def merge(args: argparse.Namespace) -> None:
+    from longblocks.shards import merge as merge_shards
+
+    _print_summary(args.out, merge_shards(args.shards, args.out, args.overwrite))
+
+
+def _print_summary(out: Path, summary: dict) -> None:
     counts = ", ".join(f"{split} {n}" for split, n in summary["examples"].items())
     print(
-        f"wrote {args.out}: {sum(summary['examples'].values())} examples ({counts}); "
+        f"wrote {out}: {sum(summary['examples'].values())} examples ({counts}); "
         f"{summary['tokens']:,} prompt tokens; length min/median/max "
         f"{summary['n_tokens_min']}/{summary['n_tokens_median']:g}/{summary['n_tokens_max']}"
     )
@@ -162,6 +200,7 @@ def publish(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "generate": generate,
+    "merge": merge,
     "schemas": export_schemas,
     "validate": validate,
     "audit": audit,

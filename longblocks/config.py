@@ -9,6 +9,9 @@ from longblocks.errors import UserError
 LANGUAGES = ("en", "pt", "de")
 MIN_LENGTH, MAX_LENGTH = 1024, 131072
 MIN_HOPS, MAX_HOPS = 2, 6
+# How one run executes, not what it makes: no output byte depends on them, so generation.json
+# and the dataset card leave them out (a merged sharded run equals the one-machine run).
+RUN_FIELDS = ("workers", "shard")
 
 
 class BuildConfig(BaseModel):
@@ -47,6 +50,11 @@ class BuildConfig(BaseModel):
         None, description="Local HF tokenizer directory; None uses the embedded Qwen3 tokenizer."
     )
     workers: int = Field(1, ge=1, le=64, description="Processes generating worlds in parallel.")
+    shard: tuple[int, int] | None = Field(
+        None,
+        description="(K, N): build only shard K of N (1 <= K <= N), a fixed partition of the worlds; "
+        "`longblocks merge` joins all N into the dataset one run would have written.",
+    )
     examples_per_world: int = Field(
         8, ge=1, description="Examples drawn from one world; more is faster, fewer is more varied."
     )
@@ -86,6 +94,17 @@ class BuildConfig(BaseModel):
         if isinstance(depth, list) and (not depth or any(not 0 <= d <= 1 for d in depth)):
             raise ValueError(f"depth values {depth} must lie in [0, 1]")
         return depth
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_in_range(cls, shard: tuple[int, int] | None) -> tuple[int, int] | None:
+        if shard is not None and not 1 <= shard[0] <= shard[1]:
+            raise ValueError(f"shard {shard[0]}/{shard[1]} needs 1 <= K <= N")
+        return shard
+
+    def recorded(self) -> dict:
+        """The config as generation.json and a shard manifest record it: without `RUN_FIELDS`."""
+        return self.model_dump(mode="json", exclude=set(RUN_FIELDS))
 
     @model_validator(mode="after")
     def _tasks_exist(self) -> "BuildConfig":

@@ -6,6 +6,7 @@ Layout of an output directory:
     data/<split>-0000i-of-0000n.parquet             the same rows as parquet shards
     worlds/<world_id>.json                          every world, to re-derive answers
     generation.json                                 the build config and a summary
+                                                    (`BuildConfig.recorded`)
     audit.json                                      shortcut baselines and text checks (`audit`)
     README.md, assets/*.png                         the dataset card and its plots (`card.py`)
 
@@ -16,6 +17,8 @@ so a failed or interrupted run never leaves a partial dataset behind.
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import median
 
@@ -109,32 +112,45 @@ def save(
     rows: dict[str, list[dict]], worlds: list[World], cfg: BuildConfig, out: Path, overwrite: bool
 ) -> dict:
     """Write the dataset atomically to `out`; returns the summary."""
-    check_output(out, overwrite)
     datasets.disable_progress_bars()
-    out = out.resolve()
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with staged(out, overwrite) as tmp:
         dataset = to_dataset_dict(rows)
         # One shard per split, also for an empty split (datasets writes none by default and
         # load_from_disk then fails).
         dataset.save_to_disk(str(tmp), num_shards={split: 1 for split in dataset})
         _write_parquet(dataset, tmp / "data")
-        (tmp / "worlds").mkdir()
-        for world in worlds:
-            (tmp / "worlds" / f"{world.id}.json").write_text(world.model_dump_json(), encoding="utf-8")
+        write_worlds(worlds, tmp / "worlds")
         summary = summarize(rows)
-        meta = {"config": cfg.model_dump(mode="json"), "summary": summary}
-        (tmp / "generation.json").write_text(
-            json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        write_json({"config": cfg.recorded(), "summary": summary}, tmp / "generation.json")
         write_audit(tmp, rows, worlds)
         write_card(tmp, rows, cfg, summary)
+    return summary
+
+
+@contextmanager
+def staged(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A fresh temporary sibling of `out` to write into, renamed to `out` if the block succeeds
+    and removed in any case: a failed or interrupted write leaves nothing behind."""
+    check_output(out, overwrite)
+    out = out.resolve()
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return summary
+
+
+def write_worlds(worlds: list[World], folder: Path) -> None:
+    folder.mkdir()
+    for world in worlds:
+        (folder / f"{world.id}.json").write_text(world.model_dump_json(), encoding="utf-8")
+
+
+def write_json(value, path: Path) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def write_audit(folder: Path, rows: dict[str, list[dict]], worlds: list[World]) -> None:

@@ -9,7 +9,7 @@ from PIL import Image
 from longblocks import card, io
 from longblocks.build import build
 from longblocks.cli import main
-from longblocks.config import BuildConfig
+from longblocks.config import RUN_FIELDS, BuildConfig
 from longblocks.row import Row, Verification
 
 CONFIG = BuildConfig(lengths=[1024], num_examples=6, examples_per_world=2)
@@ -109,7 +109,7 @@ def test_card_documents_every_column_and_the_config(saved):
     for name in Verification.model_fields:
         assert f"| `verification.{name}` |" in text
     for name in BuildConfig.model_fields:
-        assert (f"| `{name}` |" in text) == (name != "workers")  # workers changes no output byte
+        assert (f"| `{name}` |" in text) == (name not in RUN_FIELDS)  # change no output byte
     assert "![" in text and "(assets/length_hist.png)" in text and "(assets/depth_hist.png)" in text
     assert "longblocks.rewards" in text and "Answer: <answer>" in text
 
