@@ -8,9 +8,14 @@
   before?" The chain ends at an entity whose residence, employer or headquarters changed; an
   older dated record states the former value, a newer one the current value (named in the
   question), and the answer is the former one.
+- `comparison`: "Who was born earlier, the founder of Quill Press or the spouse of Ada Finch?"
+  Two chains end at two people born in different years; each birth (with its year) is
+  evidence. The side that wins is drawn first, as a fair coin, so neither the first- nor the
+  second-named person is a better guess. The row records both chains in `path` and
+  `start_entity`, joined by `SEPARATOR` (first-named chain first).
 
-Both are verified on the graph (`check_counting`, `check_temporal`) and scored by the exact
-reward: a count is a number, a former value a name.
+All are verified on the graph (`check_counting`, `check_temporal`, `check_comparison`) and
+scored by the exact reward: a count is a number, a former value and an elder person a name.
 """
 
 import random
@@ -26,6 +31,7 @@ from longblocks.world.schema import Fact
 COUNTS = (1, 2, 3, 4, 5)
 # What is counted at an organisation, by its fine type.
 COUNTED = {"club": "member_of", "company": "works_for"}
+SEPARATOR = "|"  # joins the two chains of a comparison in `path` and `start_entity`
 
 
 def counted_facts(graph: WorldGraph, organisation: str) -> list[Fact]:
@@ -151,3 +157,104 @@ def check_temporal(row: dict, graph: WorldGraph) -> list[str]:
     if graph.entities[before].name != row["answer"]:
         return [f"answer '{row['answer']}' is not the name of {before}"]
     return []
+
+
+def _person_chain(
+    graph: WorldGraph, rng: random.Random, params: TaskParams, end: str
+) -> tuple[list[str], list[Fact]] | None:
+    """A chain to the person `end` that reaches only `end`, and at 2+ hops shares no fact
+    between its start and `end` (no sentence gives the end away)."""
+    found = chain_to(graph, rng, end, _chain_hops(rng, params))
+    if found is None:
+        return None
+    entities, facts = found
+    relations = [f.relation for f in facts]
+    if graph.follow(entities[0], relations) != {end}:
+        return None
+    if len(facts) >= 2 and graph.linked(entities[0], end):
+        return None
+    return entities, facts
+
+
+def birth_fact(graph: WorldGraph, person: str) -> Fact | None:
+    births = [f for f in graph.outgoing(person) if f.relation == "born_in"]
+    return births[0] if len(births) == 1 else None
+
+
+def sample_comparison(renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance | None:
+    graph = renderer.graph
+    elder_first = rng.random() < 0.5  # drawn before anything else: position says nothing
+    people = [p for p in graph.heads("born_in") if birth_fact(graph, p) is not None]
+    if len(people) < 2:
+        return None
+    elder, younger = rng.sample(sorted(people), 2)
+    if graph.entities[elder].year == graph.entities[younger].year:
+        return None  # a tie has no answer
+    if graph.entities[elder].year > graph.entities[younger].year:
+        elder, younger = younger, elder
+    chains = [_person_chain(graph, rng, params, end) for end in (elder, younger)]
+    if None in chains:
+        return None
+    (elder_path, elder_facts), (younger_path, younger_facts) = chains
+    if set(elder_path) & set(younger_path):
+        return None  # two separate chains: neither passes through the other's people
+    sides = [(elder_path, elder_facts), (younger_path, younger_facts)]
+    if not elder_first:
+        sides.reverse()
+    language = renderer.language
+    phrases = [
+        phrase_chain(language, graph.entities[path[0]].name, [f.relation for f in facts], rng)
+        for path, facts in sides
+    ]
+    frame = rng.choice(variants(f"{language}/questions/multihop_comparison.jinja"))
+    question = nfc(frame.render(first=phrases[0], second=phrases[1]))
+    if any(normalize(graph.entities[e].name) in normalize(question) for e in (elder, younger)):
+        return None
+    evidence = [f for path, facts in sides for f in (*facts, birth_fact(graph, path[-1]))]
+    near = [
+        near_entities(graph, path, [f.relation for f in facts], rng, params.length) for path, facts in sides
+    ]
+    answer = graph.entities[elder]
+    return TaskInstance(
+        question=question,
+        answer=answer.name,
+        aliases=list(answer.aliases),
+        evidence=list({f.id: f for f in evidence}.values()),
+        near=list(dict.fromkeys(e for pair in zip(*near, strict=False) for e in pair)),
+        verification={
+            "kind": "exact",
+            "variant": "comparison",
+            "path": [*(f.relation for f in sides[0][1]), SEPARATOR, *(f.relation for f in sides[1][1])],
+            "start_entity": f"{sides[0][0][0]}{SEPARATOR}{sides[1][0][0]}",
+            "answer_entity": elder,
+        },
+    )
+
+
+def comparison_chains(v: dict) -> list[tuple[str, list[str]]]:
+    """(start entity, relations) of the two chains of a comparison row, first-named first."""
+    starts = v["start_entity"].split(SEPARATOR)
+    cut = v["path"].index(SEPARATOR)
+    return [(starts[0], v["path"][:cut]), (starts[1], v["path"][cut + 1 :])]
+
+
+def check_comparison(row: dict, graph: WorldGraph) -> list[str]:
+    v = row["verification"]
+    ends = []
+    for start, relations in comparison_chains(v):
+        reached = graph.follow(start, relations)
+        if len(reached) != 1:
+            return [f"path {relations} from {start} reaches {sorted(reached)}, not one person"]
+        (end,) = reached
+        if len(relations) >= 2 and graph.linked(start, end):
+            return [f"one fact links {start} and {end} (a shortcut)"]
+        ends.append(end)
+    years = [graph.entities[e].year for e in ends]
+    if years[0] == years[1] or ends[0] == ends[1]:
+        return [f"{ends[0]} and {ends[1]} tie (born {years[0]})"]
+    elder = ends[0] if years[0] < years[1] else ends[1]
+    if elder != v["answer_entity"] or graph.entities[elder].name != row["answer"]:
+        return [f"{elder} ({graph.entities[elder].name}) was born earlier, not {v['answer_entity']}"]
+    births = {f.id for e in ends if (f := birth_fact(graph, e))}
+    missing = births - {ref["fact_id"] for ref in v["evidence"]}
+    return [f"birth facts {sorted(missing)} are not evidence"] if missing else []
