@@ -318,7 +318,8 @@ def start_answer_pairs(row: dict, world: AuditWorld) -> list[tuple[str, str]]:
     chain's of 2+ hops."""
     v = row["verification"]
     if v.get("variant") == "comparison":
-        return [(start, end) for start, relations, end in comparison_chains(row, world) if len(relations) >= 2]
+        chains = comparison_chains(row, world)
+        return [(start, end) for start, relations, end in chains if len(relations) >= 2]
     return [(v["start_entity"], v["answer_entity"])]
 
 
@@ -517,9 +518,11 @@ def _comparison(rows: list[tuple[dict, AuditWorld]], margin: float) -> list[Audi
             seen[final] += 1
             wins[final] += end == row["verification"]["answer_entity"]
 
-    def relation_rate(final: str, won: bool) -> float:
-        # Leave the row itself out, so the rule is judged on rows it did not see.
-        others = seen[final] - 1
+    def relation_rate(final: str, row: dict, finals: list[str], ends: list[str]) -> float:
+        # Leave the row itself (both its sides) out, so the rule is judged on rows it did not see.
+        answer = row["verification"]["answer_entity"]
+        others = seen[final] - finals.count(final)
+        won = sum(f == final and e == answer for f, e in zip(finals, ends, strict=True))
         return (wins[final] - won) / others if others else 0.5
 
     scores: dict[str, list[float]] = defaultdict(list)
@@ -531,7 +534,7 @@ def _comparison(rows: list[tuple[dict, AuditWorld]], margin: float) -> list[Audi
         scores["most-mentioned of the two"].append(_argmax_credit({e: len(found[e]) for e in ends}, answer))
         first = {e: -(found[e] or [len(text)])[0] for e in ends}
         scores["first-mentioned of the two"].append(_argmax_credit(first, answer))
-        rates = {e: relation_rate(f, e == answer) for e, f in zip(ends, finals, strict=True)}
+        rates = {e: relation_rate(f, row, finals, ends) for e, f in zip(ends, finals, strict=True)}
         scores["final-relation prior"].append(_argmax_credit(rates, answer))
     results = [
         AuditResult(name, "multihop/comparison", round(fmean(values), 4), 0.5, margin, len(values))

@@ -340,7 +340,8 @@ def network_elder(network, v: dict) -> tuple[set[str], str | None]:
     followed to one person; the one whose birth edge carries the earlier year wins."""
     starts, path = v["start_entity"].split("|"), v["path"]
     cut = path.index("|") if "|" in path else len(path)
-    ends = [network_follow(network, s, p) for s, p in zip(starts, (path[:cut], path[cut + 1 :]), strict=False)]
+    chains = zip(starts, (path[:cut], path[cut + 1 :]), strict=False)
+    ends = [network_follow(network, start, relations) for start, relations in chains]
     if len(ends) != 2 or any(len(e) != 1 for e in ends):
         return set().union(*ends), None
     years = [[d["year"] for _, d in _edges(network, next(iter(e)), "born_in")] for e in ends]
