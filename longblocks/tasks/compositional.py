@@ -10,8 +10,8 @@
   question), and the answer is the former one.
 - `comparison`: "Who was born earlier, the founder of Quill Press or the spouse of Ada Finch?"
   Two chains end at two people born in different years; each birth (with its year) is
-  evidence. The side that wins is drawn first, as a fair coin, so neither the first- nor the
-  second-named person is a better guess. The row records both chains in `path` and
+  evidence. The final relations are drawn first, then the side that wins (a fair coin), so
+  neither position nor final relation is a better guess. The row records both chains in `path` and
   `start_entity`, joined by `SEPARATOR` (first-named chain first).
 
 All are verified on the graph (`check_counting`, `check_temporal`, `check_comparison`) and
@@ -26,7 +26,7 @@ from longblocks.tasks.base import TaskInstance, TaskParams
 from longblocks.tasks.chains import chain_to, near_entities, phrase_chain
 from longblocks.tasks.records import draw_change, record_pair
 from longblocks.world.graph import WorldGraph
-from longblocks.world.schema import Fact
+from longblocks.world.schema import RELATIONS, Fact
 
 COUNTS = (1, 2, 3, 4, 5)
 # What is counted at an organisation, by its fine type.
@@ -159,12 +159,16 @@ def check_temporal(row: dict, graph: WorldGraph) -> list[str]:
     return []
 
 
+PERSON_RELATIONS = tuple(r for r, spec in RELATIONS.items() if spec.tail == "person")
+COMPARISON_TRIES = 50  # end pairs tried for one drawn (relations, winner side)
+
+
 def _person_chain(
-    graph: WorldGraph, rng: random.Random, params: TaskParams, end: str
+    graph: WorldGraph, rng: random.Random, params: TaskParams, end: str, relation: str
 ) -> tuple[list[str], list[Fact]] | None:
-    """A chain to the person `end` that reaches only `end`, and at 2+ hops shares no fact
-    between its start and `end` (no sentence gives the end away)."""
-    found = chain_to(graph, rng, end, _chain_hops(rng, params))
+    """A chain to the person `end`, ending with a fact of `relation`, that reaches only `end`,
+    and at 2+ hops shares no fact between its start and `end` (no sentence gives it away)."""
+    found = chain_to(graph, rng, end, _chain_hops(rng, params), relation)
     if found is None:
         return None
     entities, facts = found
@@ -181,26 +185,48 @@ def birth_fact(graph: WorldGraph, person: str) -> Fact | None:
     return births[0] if len(births) == 1 else None
 
 
+def _born(graph: WorldGraph, relation: str) -> list[str]:
+    """People a fact of `relation` leads to whose birth (and year) the world records."""
+    return [p for p in graph.tails(relation) if graph.fine_type(p) == "person" and birth_fact(graph, p)]
+
+
+def _draw_sides(
+    graph: WorldGraph, rng: random.Random, params: TaskParams
+) -> list[tuple[list[str], list[Fact]]] | None:
+    """Two chains to two people born in different years, first-named first.
+
+    The final relations are drawn first, then which side is the elder (a fair coin), then the
+    ends: so neither a position nor a final relation (founders and parents tend to be older than
+    spouses and children) predicts the answer. The draw keeps its coin through retries."""
+    relations = [rng.choice(PERSON_RELATIONS), rng.choice(PERSON_RELATIONS)]
+    elder_first = rng.random() < 0.5
+    pools = [_born(graph, r) for r in relations]
+    if not all(pools):
+        return None
+    for _ in range(COMPARISON_TRIES):
+        first = rng.choice(pools[0])
+        year = graph.entities[first].year
+        later = [p for p in pools[1] if (graph.entities[p].year > year) == elder_first]
+        later = [p for p in later if graph.entities[p].year != year]
+        if not later:
+            continue
+        second = rng.choice(later)
+        sides = [
+            _person_chain(graph, rng, params, e, r) for e, r in zip((first, second), relations, strict=True)
+        ]
+        if None in sides or set(sides[0][0]) & set(sides[1][0]):
+            continue  # two separate chains: neither passes through the other's people
+        return sides
+    return None
+
+
 def sample_comparison(renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance | None:
     graph = renderer.graph
-    elder_first = rng.random() < 0.5  # drawn before anything else: position says nothing
-    people = [p for p in graph.heads("born_in") if birth_fact(graph, p) is not None]
-    if len(people) < 2:
+    sides = _draw_sides(graph, rng, params)
+    if sides is None:
         return None
-    elder, younger = rng.sample(sorted(people), 2)
-    if graph.entities[elder].year == graph.entities[younger].year:
-        return None  # a tie has no answer
-    if graph.entities[elder].year > graph.entities[younger].year:
-        elder, younger = younger, elder
-    chains = [_person_chain(graph, rng, params, end) for end in (elder, younger)]
-    if None in chains:
-        return None
-    (elder_path, elder_facts), (younger_path, younger_facts) = chains
-    if set(elder_path) & set(younger_path):
-        return None  # two separate chains: neither passes through the other's people
-    sides = [(elder_path, elder_facts), (younger_path, younger_facts)]
-    if not elder_first:
-        sides.reverse()
+    ends = [path[-1] for path, _ in sides]
+    elder = min(ends, key=lambda e: graph.entities[e].year)
     language = renderer.language
     phrases = [
         phrase_chain(language, graph.entities[path[0]].name, [f.relation for f in facts], rng)
@@ -208,7 +234,7 @@ def sample_comparison(renderer: Renderer, rng: random.Random, params: TaskParams
     ]
     frame = rng.choice(variants(f"{language}/questions/multihop_comparison.jinja"))
     question = nfc(frame.render(first=phrases[0], second=phrases[1]))
-    if any(normalize(graph.entities[e].name) in normalize(question) for e in (elder, younger)):
+    if any(normalize(graph.entities[e].name) in normalize(question) for e in ends):
         return None
     evidence = [f for path, facts in sides for f in (*facts, birth_fact(graph, path[-1]))]
     near = [
