@@ -298,13 +298,38 @@ def repeat_share(document: str) -> float:
     return (len(found) - len(set(found))) / max(1, len(found))
 
 
-def names_start_and_answer(row: dict, world: AuditWorld) -> bool:
+def comparison_chains(row: dict, world: AuditWorld) -> list[tuple[str, list[str], str]]:
+    """(start, relations, end) of a comparison row's two chains, first-named first: `path` and
+    `start_entity` join them with '|'; each end is found by traversal."""
     v = row["verification"]
-    start, answer = (
-        _name_pattern(world.names[v["start_entity"]]),
-        _name_pattern(world.names[v["answer_entity"]]),
-    )
-    return any(start.search(s) and answer.search(s) for s in sentences(row["document"]))
+    starts, path = v["start_entity"].split("|"), v["path"]
+    cut = path.index("|")
+    chains = []
+    for start, relations in zip(starts, (path[:cut], path[cut + 1 :]), strict=True):
+        end = start
+        for relation in relations:
+            end = _step(world, end, relation)
+        chains.append((start, relations, end))
+    return chains
+
+
+def start_answer_pairs(row: dict, world: AuditWorld) -> list[tuple[str, str]]:
+    """The (start, end) pairs no sentence may name together: the chain's, or each comparison
+    chain's of 2+ hops."""
+    v = row["verification"]
+    if v.get("variant") == "comparison":
+        chains = comparison_chains(row, world)
+        return [(start, end) for start, relations, end in chains if len(relations) >= 2]
+    return [(v["start_entity"], v["answer_entity"])]
+
+
+def names_start_and_answer(row: dict, world: AuditWorld) -> bool:
+    found = sentences(row["document"])
+    for start, answer in start_answer_pairs(row, world):
+        start_name, answer_name = _name_pattern(world.names[start]), _name_pattern(world.names[answer])
+        if any(start_name.search(s) and answer_name.search(s) for s in found):
+            return True
+    return False
 
 
 @cache
@@ -362,8 +387,8 @@ def load_rows(path: Path) -> tuple[list[dict], dict[str, AuditWorld]]:
 def is_chain_row(row: dict) -> bool:
     """Rows answered by an entity at the end of a chain: multihop, and cited grounding."""
     v = row["verification"]
-    if not v.get("answer_entity") or v.get("variant") == "counting":
-        return False  # a count's answer is a number, not an entity among candidates
+    if not v.get("answer_entity") or v.get("variant") in ("counting", "comparison"):
+        return False  # a count is a number; a comparison picks one of two people (`_comparison`)
     return row["task"] == "multihop" or (row["task"] == "grounding" and v.get("variant") == "cited")
 
 
@@ -394,6 +419,7 @@ def audit_rows(
             results.append(AuditResult("sentence names start and answer", label, shortcut, 0, 0, len(multi)))
     results += _final_relation(rows)
     results += _counting(rows, margin)
+    results += _comparison([(r, worlds[r["world_id"]]) for r in rows], margin)
     results += reward_attacks(sorted(rows, key=lambda r: r["id"])[:attack_rows])
     grounded = [(r, worlds[r["world_id"]]) for r in rows if r["task"] == "grounding"]
     answerable = [(r, w) for r, w in grounded if r["verification"]["variant"] in ("cited", "abstain")]
@@ -472,6 +498,55 @@ def _counting(rows: list[dict], margin: float) -> list[AuditResult]:
             len(counts),
         )
     ]
+
+
+def _comparison(rows: list[tuple[dict, AuditWorld]], margin: float) -> list[AuditResult]:
+    """Ways to pick one of the two people without reading their birth years, against 0.5: a
+    position (first- or second-named), mention counts and first mentions in the context, and
+    the final relation that ends on the elder most often in the other rows (founders and
+    parents tend to be older than spouses and children)."""
+    compared = []
+    for row, world in rows:
+        if row["verification"].get("variant") == "comparison":
+            chains = comparison_chains(row, world)
+            compared.append((row, world, [end for _, _, end in chains], [r[-1] for _, r, _ in chains]))
+    if not compared:
+        return []
+    wins, seen = Counter(), Counter()
+    for row, _, ends, finals in compared:
+        for end, final in zip(ends, finals, strict=True):
+            seen[final] += 1
+            wins[final] += end == row["verification"]["answer_entity"]
+
+    def relation_rate(final: str, row: dict, finals: list[str], ends: list[str]) -> float:
+        # Leave the row itself (both its sides) out, so the rule is judged on rows it did not see.
+        answer = row["verification"]["answer_entity"]
+        others = seen[final] - finals.count(final)
+        won = sum(f == final and e == answer for f, e in zip(finals, ends, strict=True))
+        return (wins[final] - won) / others if others else 0.5
+
+    scores: dict[str, list[float]] = defaultdict(list)
+    for row, world, ends, finals in compared:
+        answer, text = row["verification"]["answer_entity"], row["document"]
+        found = {e: mentions(text, world.names[e]) for e in ends}
+        scores["first-named"].append(float(ends[0] == answer))
+        scores["second-named"].append(float(ends[1] == answer))
+        scores["most-mentioned of the two"].append(_argmax_credit({e: len(found[e]) for e in ends}, answer))
+        first = {e: -(found[e] or [len(text)])[0] for e in ends}
+        scores["first-mentioned of the two"].append(_argmax_credit(first, answer))
+        rates = {e: relation_rate(f, row, finals, ends) for e, f in zip(ends, finals, strict=True)}
+        scores["final-relation prior"].append(_argmax_credit(rates, answer))
+    results = [
+        AuditResult(name, "multihop/comparison", round(fmean(values), 4), 0.5, margin, len(values))
+        for name, values in scores.items()
+    ]
+    multi = [(row, world) for row, world, _, _ in compared if start_answer_pairs(row, world)]
+    if multi:
+        shortcut = sum(names_start_and_answer(row, world) for row, world in multi)
+        results.append(
+            AuditResult("sentence names start and answer", "multihop/comparison", shortcut, 0, 0, len(multi))
+        )
+    return results
 
 
 def _final_relation(rows: list[dict]) -> list[AuditResult]:

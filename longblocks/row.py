@@ -39,8 +39,13 @@ class Verification(BaseModel):
     answer: str = Field(description="The gold answer (an entity name), or the abstention word.")
     aliases: list[str] = Field(default_factory=list, description="Other accepted answer strings.")
     evidence: list[EvidenceRef] = Field(default_factory=list, description="Supporting facts in chain order.")
-    path: list[str] = Field(default_factory=list, description="Relation chain followed (multihop).")
-    start_entity: str = Field(default="", description="Entity id the question starts from.")
+    path: list[str] = Field(
+        default_factory=list,
+        description="Relation chain followed (multihop); a comparison's two chains joined by a '|' item.",
+    )
+    start_entity: str = Field(
+        default="", description="Entity id the question starts from; a comparison's two joined by '|'."
+    )
     answer_entity: str = Field(default="", description="Entity id of the answer.")
     citations: list[str] = Field(default_factory=list, description="Doc ids a correct answer cites.")
     rubric: list[str] = Field(default_factory=list, description="Atomic facts a long-form answer states.")

@@ -335,10 +335,28 @@ def network_follow(network, start: str, path: list[str]) -> set[str]:
     return frontier
 
 
+def network_elder(network, v: dict) -> tuple[set[str], str | None]:
+    """A comparison row's two chains (joined by '|' in `path` and `start_entity`), each
+    followed to one person; the one whose birth edge carries the earlier year wins."""
+    starts, path = v["start_entity"].split("|"), v["path"]
+    cut = path.index("|") if "|" in path else len(path)
+    chains = zip(starts, (path[:cut], path[cut + 1 :]), strict=False)
+    ends = [network_follow(network, start, relations) for start, relations in chains]
+    if len(ends) != 2 or any(len(e) != 1 for e in ends):
+        return set().union(*ends), None
+    years = [[d["year"] for _, d in _edges(network, next(iter(e)), "born_in")] for e in ends]
+    if any(len(y) != 1 for y in years) or years[0] == years[1]:
+        return set(), None  # no birth year, or a tie: no answer
+    (elder,) = ends[0] if years[0] < years[1] else ends[1]
+    return {elder}, network.nodes[elder]["name"]
+
+
 def network_answer(network, v: dict) -> tuple[set[str], str | None]:
     """What the row's chain reaches, and the answer it implies: the name of the entity reached,
-    the number of members or staff it counts (`counting`), or the name of the value held just
-    before the current one (`temporal`)."""
+    the number of members or staff it counts (`counting`), the name of the value held just
+    before the current one (`temporal`), or the name of the elder of two people (`comparison`)."""
+    if v.get("variant") == "comparison":
+        return network_elder(network, v)
     if v.get("variant") == "temporal":
         (entity,) = network_follow(network, v["start_entity"], v["path"][:-1]) or {None}
         current = _edges(network, entity, v["path"][-1]) if entity else []
@@ -379,6 +397,7 @@ def check_text(row: dict, world) -> list[str]:
     year after its own date, sentences repeated word for word."""
     problems = []
     v = row["verification"]
+    # A comparison's pairs are its chains of 2+ hops (`audit.start_answer_pairs`).
     chained = (
         world is not None and len(v.get("path", ())) >= 2 and v.get("variant") not in ("abstain", "counting")
     )

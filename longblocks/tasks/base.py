@@ -41,7 +41,7 @@ class TaskParams:
     hops: tuple[int, ...] = (2, 3, 4)
     unanswerable_share: float = 0.2  # grounding: questions whose evidence is removed
     conflict_share: float = 0.3  # grounding: questions answered by the newer of two records
-    compositional_share: float = 0.2  # multihop: counting and temporal questions (half each)
+    compositional_share: float = 0.3  # multihop: counting, temporal, comparison (a third each)
     rubric_items: tuple[int, int] = (6, 16)  # longform: min and max atomic facts in the gold
     length: int = 0  # the example's target prompt tokens (0: unknown); tasks size evidence to it
 

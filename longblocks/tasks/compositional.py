@@ -8,9 +8,14 @@
   before?" The chain ends at an entity whose residence, employer or headquarters changed; an
   older dated record states the former value, a newer one the current value (named in the
   question), and the answer is the former one.
+- `comparison`: "Who was born earlier, the founder of Quill Press or the spouse of Ada Finch?"
+  Two chains end at two people born in different years; each birth (with its year) is
+  evidence. The final relations are drawn first, then the side that wins (a fair coin), so
+  neither position nor final relation is a better guess. The row records both chains in `path` and
+  `start_entity`, joined by `SEPARATOR` (first-named chain first).
 
-Both are verified on the graph (`check_counting`, `check_temporal`) and scored by the exact
-reward: a count is a number, a former value a name.
+All are verified on the graph (`check_counting`, `check_temporal`, `check_comparison`) and
+scored by the exact reward: a count is a number, a former value and an elder person a name.
 """
 
 import random
@@ -21,11 +26,12 @@ from longblocks.tasks.base import TaskInstance, TaskParams
 from longblocks.tasks.chains import chain_to, near_entities, phrase_chain
 from longblocks.tasks.records import draw_change, record_pair
 from longblocks.world.graph import WorldGraph
-from longblocks.world.schema import Fact
+from longblocks.world.schema import RELATIONS, Fact
 
 COUNTS = (1, 2, 3, 4, 5)
 # What is counted at an organisation, by its fine type.
 COUNTED = {"club": "member_of", "company": "works_for"}
+SEPARATOR = "|"  # joins the two chains of a comparison in `path` and `start_entity`
 
 
 def counted_facts(graph: WorldGraph, organisation: str) -> list[Fact]:
@@ -151,3 +157,130 @@ def check_temporal(row: dict, graph: WorldGraph) -> list[str]:
     if graph.entities[before].name != row["answer"]:
         return [f"answer '{row['answer']}' is not the name of {before}"]
     return []
+
+
+PERSON_RELATIONS = tuple(r for r, spec in RELATIONS.items() if spec.tail == "person")
+COMPARISON_TRIES = 50  # end pairs tried for one drawn (relations, winner side)
+
+
+def _person_chain(
+    graph: WorldGraph, rng: random.Random, params: TaskParams, end: str, relation: str
+) -> tuple[list[str], list[Fact]] | None:
+    """A chain to the person `end`, ending with a fact of `relation`, that reaches only `end`,
+    and at 2+ hops shares no fact between its start and `end` (no sentence gives it away)."""
+    found = chain_to(graph, rng, end, _chain_hops(rng, params), relation)
+    if found is None:
+        return None
+    entities, facts = found
+    relations = [f.relation for f in facts]
+    if graph.follow(entities[0], relations) != {end}:
+        return None
+    if len(facts) >= 2 and graph.linked(entities[0], end):
+        return None
+    return entities, facts
+
+
+def birth_fact(graph: WorldGraph, person: str) -> Fact | None:
+    births = [f for f in graph.outgoing(person) if f.relation == "born_in"]
+    return births[0] if len(births) == 1 else None
+
+
+def _born(graph: WorldGraph, relation: str) -> list[str]:
+    """People a fact of `relation` leads to whose birth (and year) the world records."""
+    return [p for p in graph.tails(relation) if graph.fine_type(p) == "person" and birth_fact(graph, p)]
+
+
+def _draw_sides(
+    graph: WorldGraph, rng: random.Random, params: TaskParams
+) -> list[tuple[list[str], list[Fact]]] | None:
+    """Two chains to two people born in different years, first-named first.
+
+    The final relations are drawn first, then which side is the elder (a fair coin), then the
+    ends: so neither a position nor a final relation (founders and parents tend to be older than
+    spouses and children) predicts the answer. The draw keeps its coin through retries."""
+    relations = [rng.choice(PERSON_RELATIONS), rng.choice(PERSON_RELATIONS)]
+    elder_first = rng.random() < 0.5
+    pools = [_born(graph, r) for r in relations]
+    if not all(pools):
+        return None
+    for _ in range(COMPARISON_TRIES):
+        first = rng.choice(pools[0])
+        year = graph.entities[first].year
+        later = [p for p in pools[1] if (graph.entities[p].year > year) == elder_first]
+        later = [p for p in later if graph.entities[p].year != year]
+        if not later:
+            continue
+        second = rng.choice(later)
+        sides = [
+            _person_chain(graph, rng, params, e, r) for e, r in zip((first, second), relations, strict=True)
+        ]
+        if None in sides or set(sides[0][0]) & set(sides[1][0]):
+            continue  # two separate chains: neither passes through the other's people
+        return sides
+    return None
+
+
+def sample_comparison(renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance | None:
+    graph = renderer.graph
+    sides = _draw_sides(graph, rng, params)
+    if sides is None:
+        return None
+    ends = [path[-1] for path, _ in sides]
+    elder = min(ends, key=lambda e: graph.entities[e].year)
+    language = renderer.language
+    phrases = [
+        phrase_chain(language, graph.entities[path[0]].name, [f.relation for f in facts], rng)
+        for path, facts in sides
+    ]
+    frame = rng.choice(variants(f"{language}/questions/multihop_comparison.jinja"))
+    question = nfc(frame.render(first=phrases[0], second=phrases[1]))
+    if any(normalize(graph.entities[e].name) in normalize(question) for e in ends):
+        return None
+    evidence = [f for path, facts in sides for f in (*facts, birth_fact(graph, path[-1]))]
+    near = [
+        near_entities(graph, path, [f.relation for f in facts], rng, params.length) for path, facts in sides
+    ]
+    answer = graph.entities[elder]
+    return TaskInstance(
+        question=question,
+        answer=answer.name,
+        aliases=list(answer.aliases),
+        evidence=list({f.id: f for f in evidence}.values()),
+        near=list(dict.fromkeys(e for pair in zip(*near, strict=False) for e in pair)),
+        verification={
+            "kind": "exact",
+            "variant": "comparison",
+            "path": [*(f.relation for f in sides[0][1]), SEPARATOR, *(f.relation for f in sides[1][1])],
+            "start_entity": f"{sides[0][0][0]}{SEPARATOR}{sides[1][0][0]}",
+            "answer_entity": elder,
+        },
+    )
+
+
+def comparison_chains(v: dict) -> list[tuple[str, list[str]]]:
+    """(start entity, relations) of the two chains of a comparison row, first-named first."""
+    starts = v["start_entity"].split(SEPARATOR)
+    cut = v["path"].index(SEPARATOR)
+    return [(starts[0], v["path"][:cut]), (starts[1], v["path"][cut + 1 :])]
+
+
+def check_comparison(row: dict, graph: WorldGraph) -> list[str]:
+    v = row["verification"]
+    ends = []
+    for start, relations in comparison_chains(v):
+        reached = graph.follow(start, relations)
+        if len(reached) != 1:
+            return [f"path {relations} from {start} reaches {sorted(reached)}, not one person"]
+        (end,) = reached
+        if len(relations) >= 2 and graph.linked(start, end):
+            return [f"one fact links {start} and {end} (a shortcut)"]
+        ends.append(end)
+    years = [graph.entities[e].year for e in ends]
+    if years[0] == years[1] or ends[0] == ends[1]:
+        return [f"{ends[0]} and {ends[1]} tie (born {years[0]})"]
+    elder = ends[0] if years[0] < years[1] else ends[1]
+    if elder != v["answer_entity"] or graph.entities[elder].name != row["answer"]:
+        return [f"{elder} ({graph.entities[elder].name}) was born earlier, not {v['answer_entity']}"]
+    births = {f.id for e in ends if (f := birth_fact(graph, e))}
+    missing = births - {ref["fact_id"] for ref in v["evidence"]}
+    return [f"birth facts {sorted(missing)} are not evidence"] if missing else []

@@ -4,8 +4,8 @@ The question names only the start entity and the relation chain ("Who founded th
 of Mara Quill?"). A question is kept only if, on the graph, the chain reaches exactly one
 entity, and no single fact (hence no sentence of any context) mentions both the start
 entity and the answer, so the answer cannot be read off without following every hop.
-A share of the questions (`TaskParams.compositional_share`) are compositional: counting and
-temporal variants (`tasks/compositional.py`).
+A share of the questions (`TaskParams.compositional_share`) are compositional: counting,
+temporal and comparison variants, a third each (`tasks/compositional.py`).
 """
 
 import random
@@ -15,10 +15,18 @@ from longblocks.render.env import render
 from longblocks.rewards import normalize
 from longblocks.tasks.base import TaskInstance, TaskParams, register
 from longblocks.tasks.chains import near_entities, phrase_chain, sample_chain
-from longblocks.tasks.compositional import check_counting, check_temporal, sample_counting, sample_temporal
+from longblocks.tasks.compositional import (
+    check_comparison,
+    check_counting,
+    check_temporal,
+    sample_comparison,
+    sample_counting,
+    sample_temporal,
+)
 from longblocks.world.graph import WorldGraph
 
 MAX_ATTEMPTS = 500
+VARIANTS = (sample_counting, sample_temporal, sample_comparison)
 
 
 class Multihop:
@@ -27,7 +35,7 @@ class Multihop:
     def sample(self, renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance:
         roll = rng.random()
         if roll < params.compositional_share:
-            sampler = sample_counting if roll < params.compositional_share / 2 else sample_temporal
+            sampler = VARIANTS[min(len(VARIANTS) - 1, int(roll / params.compositional_share * len(VARIANTS)))]
             for _ in range(MAX_ATTEMPTS):
                 instance = sampler(renderer, rng, params)
                 if instance is not None:
@@ -75,6 +83,8 @@ class Multihop:
             return check_counting(row, graph)
         if v.get("variant") == "temporal":
             return check_temporal(row, graph)
+        if v.get("variant") == "comparison":
+            return check_comparison(row, graph)
         problems = []
         reached = graph.follow(v["start_entity"], v["path"])
         if reached != {v["answer_entity"]}:

@@ -84,6 +84,23 @@ def test_a_sentence_naming_start_and_answer_is_flagged():
     )
 
 
+def test_comparison_baselines_find_a_winner_always_named_first():
+    # Ann A (person:0) always wins and is named first, and more often: position and mention
+    # counts give her away, the final relation (married_to on both sides) does not.
+    row = _row("[D1000] X\nAnn A met Ann F. Ann A was born in 1900, the other in 1910.", answer="person:0")
+    row["verification"].update(variant="comparison", path=["married_to", "|", "married_to"],
+                               start_entity="person:5|person:0")  # fmt: skip
+    world = _world()
+    assert [end for _, _, end in audit.comparison_chains(row, world)] == ["person:0", "person:5"]
+    results = {r.name: r for r in audit._comparison([(row, world)] * 60, 0.1)}
+    assert results["first-named"].value == 1.0 and not results["first-named"].passed
+    assert results["second-named"].value == 0.0 and results["first-named"].chance == 0.5
+    assert results["most-mentioned of the two"].value == 1.0
+    assert results["first-mentioned of the two"].value == 1.0
+    assert results["final-relation prior"].value == 0.5
+    assert "sentence names start and answer" not in results  # one-hop chains may name both
+
+
 def test_repeats_and_anachronisms():
     repeated = "[D1000] A\nOne fact. Two facts. One fact.\n\n[D2000] B\nOther."
     assert audit.repeat_share(repeated) == pytest.approx(1 / 6)  # titles count as sentences

@@ -78,6 +78,8 @@ def test_fast_variants_render_exactly_like_jinja():
         "x": "Mara Quill",
         "chain": "the founder of X",
         "answer_type": "person",
+        "first": "the founder of X",
+        "second": "the spouse of Y",
     }
     checked = 0
     for path in sorted(Path(TEMPLATES_DIR).glob("*/*/**/*.jinja")):

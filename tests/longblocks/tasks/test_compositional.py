@@ -1,10 +1,12 @@
-"""Counting and temporal multi-hop variants: well-posed on the graph, verified by `check`."""
+"""Counting, temporal and comparison multi-hop variants: well-posed on the graph, verified by `check`."""
 
 import random
 from collections import Counter
 
 import pytest
 
+from longblocks import validate
+from longblocks.audit import AuditWorld
 from longblocks.build import WorldJob, generate_example
 from longblocks.config import BuildConfig
 from longblocks.render.documents import Renderer
@@ -12,8 +14,12 @@ from longblocks.rewards import score
 from longblocks.tasks import TASKS, TaskParams
 from longblocks.tasks.compositional import (
     COUNTS,
+    SEPARATOR,
+    birth_fact,
+    comparison_chains,
     counted_facts,
     former_value,
+    sample_comparison,
     sample_counting,
     sample_temporal,
 )
@@ -54,22 +60,66 @@ def test_temporal_asks_for_the_value_before_the_current_one(graph):
         assert stale.year < newer.year and graph.facts[stale.facts[0]].tail == v["answer_entity"]
 
 
-@pytest.mark.parametrize("variant", ["counting", "temporal"])
+def test_comparison_asks_for_the_elder_of_two_chain_ends_with_the_winner_on_either_side(graph):
+    elder_first = 0
+    for seed in range(60):
+        instance = _sample(sample_comparison, graph, seed)
+        v = instance.verification
+        assert v["path"].count(SEPARATOR) == 1 and v["start_entity"].count(SEPARATOR) == 1
+        ends = []
+        for start, relations in comparison_chains(v):
+            (end,) = graph.follow(start, relations)
+            assert len(relations) < 2 or not graph.linked(start, end)
+            assert graph.entities[start].name in instance.question
+            ends.append(end)
+        years = [graph.entities[e].year for e in ends]
+        assert years[0] != years[1] and v["answer_entity"] == ends[years.index(min(years))]
+        assert instance.answer == graph.entities[v["answer_entity"]].name
+        assert {birth_fact(graph, e).id for e in ends} <= {f.id for f in instance.evidence}  # years stated
+        assert not any(graph.entities[e].name in instance.question for e in ends)
+        elder_first += v["answer_entity"] == ends[0]
+    assert 20 <= elder_first <= 40  # a fair coin puts the elder first (binomial 60, p=0.5)
+
+
+def test_a_wrong_or_tied_comparison_fails_the_check(graph):
+    row = _comparison_row(graph)
+    v = row["verification"]
+    starts = v["start_entity"].split(SEPARATOR)
+    ends = [graph.follow(start, relations) for start, relations in comparison_chains(v)]
+    (loser,) = next(e for e in ends if e != {v["answer_entity"]})
+    name = graph.entities[loser].name
+    swapped = {**row, "answer": name, "verification": {**v, "answer_entity": loser, "answer": name}}
+    assert TASKS["multihop"].check(swapped, graph)
+    assert network_answer(world_network(graph.world), swapped["verification"])[0] != {loser}
+    same = {**v, "start_entity": SEPARATOR.join([starts[0], starts[0]]),
+            "path": [*comparison_chains(v)[0][1], SEPARATOR, *comparison_chains(v)[0][1]]}  # fmt: skip
+    assert TASKS["multihop"].check({**row, "verification": same}, graph)  # a tie has no answer
+    assert network_answer(world_network(graph.world), same) == (set(), None)
+
+
+def _comparison_row(graph) -> dict:
+    instance = _sample(sample_comparison, graph, 5)
+    evidence = [{"fact_id": f.id} for f in instance.evidence]
+    return {"answer": instance.answer, "verification": {**instance.verification, "evidence": evidence}}
+
+
+@pytest.mark.parametrize("variant", ["counting", "temporal", "comparison"])
 def test_rows_verify_on_the_graph_and_with_networkx(graph, builder, variant):
     cfg = BuildConfig(lengths=[4096])
-    job = WorldJob(0, graph.world.id, graph.world.seed, "train", "en", (4096,) * 40, ("multihop",) * 40)
+    job = WorldJob(0, graph.world.id, graph.world.seed, "train", "en", (4096,) * 80, ("multihop",) * 80)
     rows = []
-    for j in range(40):
+    for j in range(80):
         row = generate_example(builder, job, j, 4096, cfg.model_copy()).model_dump()
         if row["verification"]["variant"] == variant:
             rows.append(row)
         if len(rows) == 2:
             break
-    assert rows, f"no {variant} row among 40 (compositional_share 0.2)"
+    assert rows, f"no {variant} row among 80 (compositional_share 0.3)"
     network = world_network(graph.world)
     for row in rows:
         assert TASKS["multihop"].check(row, graph) == []
         assert network_answer(network, row["verification"])[1] == row["answer"]
         assert score(row["reference"], row["verification"]).value == 1.0
+        assert not validate.check_text(row, AuditWorld.from_data(graph.world.model_dump()))
         wrong = {**row, "answer": "99" if variant == "counting" else "Nobody"}
         assert TASKS["multihop"].check(wrong, graph)
