@@ -8,6 +8,7 @@ same loss, KL, reward and summed-gradient norm.
 import pytest
 
 from dgrpo.config import make_config
+from dgrpo.metrics import is_loss_share
 from dgrpo.trainer import train
 from tests.dgrpo.test_distributed import metrics, torchrun
 
@@ -34,7 +35,11 @@ def test_two_processes_take_the_single_process_step(make_run_values, tmp_path, m
     double = metrics(tmp_path / "double")
     assert [row["step"] for row in double] == [1, 2]
     for name in COMPARED[method]:
-        assert [row[name] for row in double] == pytest.approx([row[name] for row in single], abs=1e-5), name
+        got, want = [row[name] for row in double], [row[name] for row in single]
+        if is_loss_share(name) or name == "grad_norm":
+            assert got == pytest.approx(want, abs=1e-5), name
+        else:  # per-token means: the mean of the ranks' means (merge_ranks), exact only for equal slices
+            assert got == pytest.approx(want, rel=5e-3, abs=1e-5), name
 
 
 @pytest.mark.parametrize("estimator", ["topk", "sampled"])
