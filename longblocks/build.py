@@ -16,7 +16,7 @@ from statistics import fmean
 
 from longblocks.config import BuildConfig
 from longblocks.gcpause import cyclic_gc_paused
-from longblocks.render.context import SENTINEL, ContextBuilder, Evidence, EvidenceTooLong
+from longblocks.render.context import SENTINEL, ContextBuilder, Evidence, EvidenceTooLong, SizingMiss
 from longblocks.render.documents import Renderer
 from longblocks.render.env import render
 from longblocks.render.sizing import TokenCounter, load_counter
@@ -138,6 +138,7 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
 
     A question whose evidence does not fit the length is redrawn (a few times) before the
     length is reported as too short: at 1k a 6-fact chain in German may not fit, a 3-fact one will.
+    A context the sizer cannot bring within tolerance is redrawn the same way.
     """
     rng = random.Random(f"{cfg.seed}:{job.world_id}:{j}")
     task = TASKS[job.tasks[j]]
@@ -170,7 +171,7 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
                 documents=instance.documents,
             )
             break
-        except EvidenceTooLong:
+        except (EvidenceTooLong, SizingMiss):
             if attempt == MAX_REDRAWS - 1:
                 raise
     refs = locate(context, [f.id for f in instance.evidence])

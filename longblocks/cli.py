@@ -18,9 +18,15 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--mix", default=None, help="task shares for --task all, e.g. multihop=0.4,grounding=0.4,longform=0.2"
     )
-    gen.add_argument("--length", default="4k", help="prompt tokens, e.g. 32k or 4k,32k (1k..128k, k=1024)")
+    gen.add_argument("--length", default="4k", help="prompt tokens, e.g. 32k or 4k,32k (256..128k, k=1024)")
     gen.add_argument("--num-examples", type=int, default=100, help="total examples over all splits")
-    gen.add_argument("--hops", default="2,3,4", help="hop counts to mix, e.g. 3 or 2,3,4 or 2..6")
+    gen.add_argument("--hops", default="2,3,4", help="hop counts to mix, e.g. 3 or 2,3,4 or 2..6 (1..6)")
+    gen.add_argument(
+        "--compositional-share",
+        type=float,
+        default=0.3,
+        help="share of multihop questions that count or compare (0..1, default 0.3)",
+    )
     gen.add_argument("--depth", default="uniform", help="'uniform' or evidence depths, e.g. 0.1,0.5,0.9")
     gen.add_argument("--language", default="en", help="world languages, e.g. en or en,pt,de")
     gen.add_argument("--tokenizer", default=None, help="local HF tokenizer dir (default: embedded Qwen3)")
@@ -115,6 +121,7 @@ def generate(args: argparse.Namespace) -> None:
         lengths=parse_lengths(args.length),
         num_examples=args.num_examples,
         hops=_int_list(args.hops, "--hops"),
+        compositional_share=args.compositional_share,
         depth=_depths(args.depth),
         languages=[x.strip() for x in args.language.split(",")],
         tokenizer=args.tokenizer,

@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from longblocks.errors import UserError
 
 LANGUAGES = ("en", "pt", "de")
-MIN_LENGTH, MAX_LENGTH = 1024, 131072
-MIN_HOPS, MAX_HOPS = 2, 6
+MIN_LENGTH, MAX_LENGTH = 256, 131072
+MIN_HOPS, MAX_HOPS = 1, 6
 # How one run executes, not what it makes: no output byte depends on them, so generation.json
 # and the dataset card leave them out (a merged sharded run equals the one-machine run).
 RUN_FIELDS = ("workers", "shard")
@@ -28,14 +28,15 @@ class BuildConfig(BaseModel):
     )
     lengths: list[int] = Field(
         [4096],
-        description="Target prompt lengths in tokens (1k..128k); examples cycle through them. "
+        description="Target prompt lengths in tokens (256..128k); examples cycle through them. "
         "The prompt, chat template included, lands within ±0.5% (usually exactly).",
     )
     num_examples: int = Field(100, ge=1, description="Total examples over all splits.")
     seed: int = Field(0, description="Seed of every random choice; same seed, same bytes.")
     hops: list[int] = Field(
         [2, 3, 4],
-        description="Allowed hop counts (2..6) of multihop questions; each example draws one.",
+        description="Allowed hop counts (1..6) of multihop questions; each example draws one. One hop "
+        "is a lookup among peers (for small-model studies); the audit's one-hop baselines expect 2+.",
     )
     depth: Literal["uniform"] | list[float] = Field(
         "uniform",
@@ -58,6 +59,13 @@ class BuildConfig(BaseModel):
     examples_per_world: int = Field(
         8, ge=1, description="Examples drawn from one world; more is faster, fewer is more varied."
     )
+    compositional_share: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Share of multihop questions that count, compare dates or compare birth years "
+        "(a third each); the rest follow one chain.",
+    )
     unanswerable_share: float = Field(
         0.2, ge=0, le=1, description="grounding: share of questions whose evidence is removed (abstain)."
     )
@@ -76,7 +84,7 @@ class BuildConfig(BaseModel):
     def _lengths_in_range(cls, lengths: list[int]) -> list[int]:
         for n in lengths:
             if not MIN_LENGTH <= n <= MAX_LENGTH:
-                raise ValueError(f"length {n} is outside 1k..128k ({MIN_LENGTH}..{MAX_LENGTH} tokens)")
+                raise ValueError(f"length {n} is outside 256..128k ({MIN_LENGTH}..{MAX_LENGTH} tokens)")
         if not lengths:
             raise ValueError("give at least one length")
         return lengths
@@ -124,6 +132,7 @@ class BuildConfig(BaseModel):
         return TaskParams(
             hops=tuple(self.hops),
             unanswerable_share=self.unanswerable_share,
+            compositional_share=self.compositional_share,
             conflict_share=self.conflict_share,
             rubric_items=self.rubric_items,
         )

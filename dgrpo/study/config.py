@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dgrpo.errors import UserError
 
@@ -30,6 +30,9 @@ class TokenizerSpec(Section):
 class DataSpec(Section):
     task: str = Field("multihop", description="longblocks task family (`longblocks generate --task`).")
     hops: str = Field("2", description="Hop counts, as `--hops` takes them.")
+    compositional_share: float = Field(
+        0.3, ge=0, le=1, description="`--compositional-share`: counting and comparison questions."
+    )
     length: str = Field("1k", description="Prompt length in tokens of the study tokenizer (`--length`).")
     num_examples: int = Field(
         200, ge=20, description="Examples generated; worlds split 80/10/10, held-out = validation + test."
@@ -62,6 +65,19 @@ class ModelSpec(Section):
     steps: int = Field(200, ge=1, description="sft steps on the reference responses (teacher or warm start).")
     lr: float = Field(3e-3, gt=0, description="Peak learning rate of that sft (cosine, 5% warmup).")
     batch_size: int = Field(8, ge=1, description="Prompts per sft step.")
+    prompt_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="0: the trainer's sft (loss on the response). > 0: teach a from-scratch model to "
+        "read (dgrpo/study/reader.py): every prompt token also carries a next-token loss at this weight.",
+    )
+    from_teacher_step: int | None = Field(
+        None,
+        ge=1,
+        description="Student only: take the teacher run's snapshot at this step as student0 (a less "
+        "trained model of the same family) instead of training one; needs teacher.prompt_weight > 0.",
+    )
 
 
 class MethodsSpec(Section):
@@ -79,6 +95,9 @@ class MethodsSpec(Section):
     max_new_tokens: int = Field(96, ge=1, description="Completion budget of rollouts and evaluation.")
     lam: float = Field(1.0, ge=0, description="λ of dgrpo.")
     estimator: Literal["full", "topk", "sampled"] = Field("full", description="OPD estimator (opd, dgrpo).")
+    eval_examples: int | None = Field(
+        None, ge=1, description="Held-out rows scored per split (the first N of validation and of test)."
+    )
 
 
 class StudyConfig(Section):
@@ -99,6 +118,18 @@ class StudyConfig(Section):
     )
     compare: MethodsSpec = Field(default_factory=MethodsSpec, description="The method comparison.")
     retention: RetentionSpec = Field(default_factory=RetentionSpec, description="Short-context probe.")
+
+    @model_validator(mode="after")
+    def _student_snapshot(self) -> "StudyConfig":
+        step = self.student.from_teacher_step
+        if step is None:
+            return self
+        if self.teacher.path or self.teacher.prompt_weight == 0:
+            raise ValueError("student.from_teacher_step needs a teacher trained here with prompt_weight > 0")
+        if step >= self.teacher.steps:
+            limit = self.teacher.steps
+            raise ValueError(f"student.from_teacher_step ({step}) must be below teacher.steps ({limit})")
+        return self
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

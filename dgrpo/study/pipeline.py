@@ -19,6 +19,7 @@ from dgrpo.errors import UserError
 from dgrpo.evaluate import evaluate
 from dgrpo.study.assets import save_model, train_bpe
 from dgrpo.study.config import ModelSpec, StudyConfig
+from dgrpo.study.reader import train_reader
 
 log = logging.getLogger(__name__)
 HELD_OUT = ("validation", "test")  # world-disjoint from train
@@ -53,16 +54,20 @@ def tokenizer_dir(cfg: StudyConfig, root: Path) -> Path:
 
 def study_data(cfg: StudyConfig, root: Path, tokenizer: Path) -> Path:
     spec = cfg.data
-    return generate(root / "data", "--task", spec.task, "--hops", spec.hops, "--length", spec.length,
+    return generate(root / "data", *task_args(spec), "--length", spec.length,
                     "--num-examples", str(spec.num_examples), "--workers", str(spec.workers),
                     "--tokenizer", str(tokenizer), "--seed", "0")  # fmt: skip
+
+
+def task_args(spec) -> tuple[str, ...]:
+    return ("--task", spec.task, "--hops", spec.hops, "--compositional-share", str(spec.compositional_share))
 
 
 def retention_data(cfg: StudyConfig, root: Path, tokenizer: Path) -> Path | None:
     spec, length = cfg.data, cfg.retention.length
     if length is None:
         return None
-    return generate(root / "retention", "--task", spec.task, "--hops", spec.hops, "--length", length,
+    return generate(root / "retention", *task_args(spec), "--length", length,
                     "--num-examples", str(cfg.retention.num_examples), "--workers", str(spec.workers),
                     "--tokenizer", str(tokenizer), "--seed", "1")  # fmt: skip
 
@@ -98,7 +103,7 @@ def run_values(
     }  # fmt: skip
 
 
-def train_and_eval(values: dict, retention: str | None = None) -> dict:
+def train_and_eval(values: dict, retention: str | None = None, eval_examples: int | None = None) -> dict:
     """Train one run (unless finished), then greedy evaluation on the held-out splits (and on the
     retention probe set); a worker process's job, so it takes plain values."""
     from dgrpo.checkpoint import latest, load_state
@@ -109,15 +114,19 @@ def train_and_eval(values: dict, retention: str | None = None) -> dict:
     last = latest(out)
     if last is None or load_state(last)["step"] < cfg.run.steps:
         train(cfg, resume=True)  # an interrupted study continues from the run's last checkpoint
-    return evaluations(values, str(out), retention)
+    return evaluations(values, str(out), retention, eval_examples)
 
 
-def evaluations(values: dict, checkpoint: str, retention: str | None) -> dict:
-    """{"records": held-out records, "retention": probe records or None} of one checkpoint."""
+def evaluations(
+    values: dict, checkpoint: str, retention: str | None, eval_examples: int | None = None
+) -> dict:
+    """{"records": held-out records, "retention": probe records or None} of one checkpoint; the
+    first `eval_examples` rows of each held-out split (all of the probe set's)."""
     out = Path(checkpoint)
     probe = None
+    values = {**values, "data": {**values["data"], "max_examples": eval_examples}}
     if retention is not None:
-        probe_values = {**values, "data": {**values["data"], "path": retention}}
+        probe_values = {**values, "data": {**values["data"], "path": retention, "max_examples": None}}
         probe = held_out_eval(probe_values, checkpoint, out / "eval-retention", ("train", *HELD_OUT))
     return {"records": held_out_eval(values, checkpoint, out / "eval", HELD_OUT), "retention": probe}
 
@@ -150,7 +159,21 @@ def sft_stage(
     values = run_values(
         cfg, data, out, init, "sft", seed, spec.steps, spec.lr, spec.batch_size, schedule="cosine"
     )
-    return train_and_eval(values, retention)
+    return train_and_eval(values, retention, cfg.compare.eval_examples)
+
+
+def teacher_stage(cfg: StudyConfig, data: Path, root: Path, init: str) -> tuple[Path, Path | None]:
+    """(teacher, its student snapshot or None): the reader loop when teacher.prompt_weight > 0,
+    else the trainer's sft (a configured teacher.path is still sft-ed for teacher.steps)."""
+    spec, out = cfg.teacher, root / "teacher"
+    if spec.prompt_weight == 0:
+        sft_stage(cfg, spec, data, out, init, seed=1)
+        return out, None
+    step = cfg.student.from_teacher_step
+    snapshots = () if step is None else (step,)
+    train_reader(init, data, out, steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr,
+                 prompt_weight=spec.prompt_weight, seed=1, snapshots=snapshots)  # fmt: skip
+    return out, None if step is None else out / f"step-{step}"
 
 
 def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teacher: str) -> dict:
@@ -169,13 +192,13 @@ def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teac
     return jobs
 
 
-def run_all(jobs: dict, retention: str | None, workers: int) -> dict:
-    """Every job's evaluations, `workers` runs at a time (spawned: no forked OpenMP state)."""
+def parallel(function, jobs: dict[object, tuple], workers: int, *common) -> dict:
+    """{key: function(*args, *common)}, `workers` at a time (spawned: no forked OpenMP state)."""
     if workers == 1:
-        return {key: train_and_eval(values, retention) for key, values in jobs.items()}
+        return {key: function(*args, *common) for key, args in jobs.items()}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {key: pool.submit(train_and_eval, values, retention) for key, values in jobs.items()}
+        futures = {key: pool.submit(function, *args, *common) for key, args in jobs.items()}
         return {key: future.result() for key, future in futures.items()}
 
 
@@ -189,12 +212,28 @@ def run_study(cfg: StudyConfig) -> dict:
     probe = None if probe is None else str(probe)
     log.info("data ready: %s", data)
     teacher_init = initial_model(cfg.teacher, root / "teacher-init", tokenizer, seed=1)
-    student_init = initial_model(cfg.student, root / "student-init", tokenizer, seed=0)
-    teacher = sft_stage(cfg, cfg.teacher, data, root / "teacher", teacher_init, seed=1)
+    student_init = None
+    if cfg.student.from_teacher_step is None:
+        student_init = initial_model(cfg.student, root / "student-init", tokenizer, seed=0)
+    teacher_dir, student_dir = teacher_stage(cfg, data, root, teacher_init)
     log.info("teacher trained")
-    student0 = sft_stage(cfg, cfg.student, data, root / "student0", student_init, seed=0, retention=probe)
-    jobs = comparison_jobs(cfg, data, root, str(root / "student0"), str(root / "teacher"))
-    results = run_all(jobs, probe, cfg.workers)
+    if cfg.student.from_teacher_step is None:
+        student_dir = root / "student0"
+        sft_stage(cfg, cfg.student, data, student_dir, student_init, seed=0, retention=probe)
+    c = cfg.compare
+    models = (("teacher", teacher_dir, 1, None), ("student0", student_dir, 0, probe))
+    evals = {  # cached when sft_stage evaluated them already
+        name: (
+            run_values(cfg, data, path, str(path), "sft", seed, 1, c.lr, c.batch_size),
+            str(path),
+            probe_of,
+        )
+        for name, path, seed, probe_of in models
+    }
+    teacher, student0 = parallel(evaluations, evals, cfg.workers, c.eval_examples).values()
+    jobs = comparison_jobs(cfg, data, root, str(student_dir), str(teacher_dir))
+    results = parallel(train_and_eval, {key: (values, probe) for key, values in jobs.items()}, cfg.workers,
+                       c.eval_examples)  # fmt: skip
     return {
         "root": root,
         "tokenizer": tokenizer,

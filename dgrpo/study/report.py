@@ -56,10 +56,67 @@ def curves(runs: dict, methods: list[str], name: str) -> dict[str, list[float]]:
     return out
 
 
-def final_loss(run_dir: Path, last: int = 10) -> float:
-    """Mean training loss over a run's last `last` steps (how far an sft stage got)."""
+def response_nll(run_dir: Path, upto: int | None = None, last: int = 10) -> float:
+    """Mean per-response-token loss over the `last` steps up to step `upto` (default: the end) of
+    an sft or reader run: how far a teacher or a student snapshot got."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return statistics.fmean(row["loss"] for row in rows[-last:])
+    rows = rows[:upto] if upto else rows
+    key = "response_nll" if "response_nll" in rows[0] else "loss"
+    return statistics.fmean(row[key] for row in rows[-last:])
+
+
+def baselines(data_dir: Path, task: str) -> dict[str, float]:
+    """{'chance': one guess among the context's entities of the answer's type, 'shortcut': the
+    strongest answer-picking baseline of the data's audit, 'shortcut_name'}; {} without audit.json."""
+    path = data_dir / "audit.json"
+    if not path.is_file():
+        return {}
+    records = [r for r in json.loads(path.read_text()) if r["task"] == task and r["chance"] > 0]
+    if not records:
+        return {}
+    best = max(records, key=lambda r: r["value"])
+    return {"chance": records[0]["chance"], "shortcut": best["value"], "shortcut_name": best["name"]}
+
+
+def verdicts(table: dict[str, dict], method: str = "dgrpo") -> list[dict]:
+    """`method` against each other method: the difference of mean accuracy and whether it exceeds
+    the seed spread (the sum of the two standard deviations)."""
+    if method not in table:
+        return []
+    (mean, sd) = table[method]["accuracy"]
+    out = []
+    for other, cell in table.items():
+        if other == method:
+            continue
+        other_mean, other_sd = cell["accuracy"]
+        diff = mean - other_mean
+        out.append({"other": other, "diff": diff, "spread": sd + other_sd,
+                    "beyond": abs(diff) > sd + other_sd})  # fmt: skip
+    return out
+
+
+def plot_reader(run_dir: Path, path: Path, snapshot: int | None) -> None:
+    """The teacher's response-token loss per step (20-step mean), the student's snapshot marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    key = "response_nll" if "response_nll" in rows[0] else "loss"
+    values = [row[key] for row in rows]
+    smooth = [statistics.fmean(values[max(0, i - 19) : i + 1]) for i in range(len(values))]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(range(1, len(values) + 1), smooth, label="teacher")
+    if snapshot:
+        ax.axvline(snapshot, color="grey", linestyle="--", label="student0 snapshot")
+    ax.set_xlabel("step")
+    ax.set_ylabel("response-token loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_curves(series: dict[str, list[float]], ylabel: str, path: Path, smooth: int = 5) -> None:
@@ -104,12 +161,17 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
     sizes = {
         role: parameter_counts(Path(path))
         for role, path in (("teacher", study["teacher_init"]), ("student", study["student_init"]))
-        if Path(path, "config.json").is_file()
+        if path and Path(path, "config.json").is_file()
     }
+    root, snapshot = Path(study["root"]), cfg.student.from_teacher_step
+    plot_reader(root / "teacher", figures / "teacher.png", snapshot)
+    losses = {"teacher": response_nll(root / "teacher")}
+    student_run = (root / "teacher", snapshot) if snapshot else (root / "student0", None)
+    losses["student0"] = response_nll(*student_run)
     text = jinja2.Template(TEMPLATE.read_text(encoding="utf-8"), undefined=jinja2.StrictUndefined).render(
         cfg=cfg, table=table, teacher=teacher, student0=student0, sizes=sizes, minutes=seconds / 60,
-        methods=methods, retention=retention, config_path=config_path,
-        losses={name: final_loss(Path(study["root"]) / name) for name in ("teacher", "student0")},
+        methods=methods, retention=retention, config_path=config_path, losses=losses,
+        baselines=baselines(root / "data", cfg.data.task), verdicts=verdicts(table),
     )  # fmt: skip
     (report_dir / "results.md").write_text(text, encoding="utf-8")
     accuracies = {m: table[m]["accuracy"][0] for m in methods}

@@ -30,6 +30,12 @@ class EvidenceTooLong(UserError):
     """The evidence alone needs more tokens than the target length."""
 
 
+class SizingMiss(RuntimeError):
+    """No choice of fillers and paraphrases brought this context within tolerance: rare, and
+    mostly at 1k with a small tokenizer, where whole documents are a large share of the budget.
+    Another draw of the question (other evidence documents, other fillers) usually fits."""
+
+
 @dataclass
 class Evidence:
     """A fact the answer depends on and the relative depth (0..1) it should sit at."""
@@ -165,7 +171,7 @@ class ContextBuilder:
             prompt = prefix + join(documents) + suffix
             n_tokens = self.count.counter.count(prompt)
         if abs(n_tokens - target) > tolerance:
-            raise RuntimeError(f"context sized to {n_tokens} tokens, target {target} ± {tolerance}")
+            raise SizingMiss(f"context sized to {n_tokens} tokens, target {target} ± {tolerance}")
         return Context(
             prompt=prompt,
             document=join(documents)[:-2],

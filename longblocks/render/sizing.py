@@ -24,9 +24,9 @@ from longblocks.tokenizer import (
     qwen3_encoding,
 )
 
-MIN_LENGTH = 1024  # 1k
+MIN_LENGTH = 256  # below 1k only small tokenizers fit a question's evidence (toy-scale studies)
 MAX_LENGTH = MODEL_MAX_LENGTH
-_LENGTH_FIX = "use a number with optional k suffix between 1k and 128k, e.g. 32k"
+_LENGTH_FIX = "use a number with optional k suffix between 256 and 128k, e.g. 32k"
 _LENGTH = re.compile(r"(\d+)(k?)", re.IGNORECASE)
 
 # One of these must exist for a directory to be a tokenizer; checked first for a clear error.
@@ -37,13 +37,13 @@ _TOKENIZER_FIX = (
 
 
 def parse_length(text: str) -> int:
-    """`"32k"` -> 32768, `"4096"` -> 4096; integers only, k = 1024, 1k..128k inclusive."""
+    """`"32k"` -> 32768, `"4096"` -> 4096; integers only, k = 1024, 256..128k inclusive."""
     match = _LENGTH.fullmatch(text.strip())
     if match is None:
         raise UserError(f"length '{text}' is not a token count", _LENGTH_FIX)
     n = int(match[1]) * (1024 if match[2] else 1)
     if not MIN_LENGTH <= n <= MAX_LENGTH:
-        raise UserError(f"length '{text}' ({n} tokens) is outside 1k..128k", _LENGTH_FIX)
+        raise UserError(f"length '{text}' ({n} tokens) is outside 256..128k", _LENGTH_FIX)
     return n
 
 

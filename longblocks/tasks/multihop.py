@@ -51,8 +51,10 @@ class Multihop:
             entities, facts = walk
             start, answer = graph.entities[entities[0]], graph.entities[entities[-1]]
             relations = [f.relation for f in facts]
-            if graph.follow(start.id, relations) != {answer.id} or graph.linked(start.id, answer.id):
+            if graph.follow(start.id, relations) != {answer.id}:
                 continue
+            if len(relations) > 1 and graph.linked(start.id, answer.id):
+                continue  # one fact would answer a multi-hop question
             chain = phrase_chain(language, start.name, relations, rng)
             frame = rng.choice(variants(f"{language}/questions/multihop.jinja"))
             question = nfc(frame.render(chain=chain, answer_type=answer.type))
@@ -93,7 +95,7 @@ class Multihop:
             )
         elif graph.entities[v["answer_entity"]].name != row["answer"]:
             problems.append(f"answer '{row['answer']}' is not the name of {v['answer_entity']}")
-        if graph.linked(v["start_entity"], v["answer_entity"]):
+        if len(v["path"]) > 1 and graph.linked(v["start_entity"], v["answer_entity"]):
             problems.append("one fact links the start entity and the answer (a shortcut)")
         chain = [graph.facts.get(ref["fact_id"]) for ref in v["evidence"]]
         if None in chain or [f.relation for f in chain] != v["path"]:

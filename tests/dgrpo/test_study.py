@@ -11,7 +11,7 @@ from dgrpo.models import load_model, load_tokenizer
 from dgrpo.study.__main__ import main
 from dgrpo.study.assets import EOS, parameter_counts, save_model, train_bpe
 from dgrpo.study.config import StudyConfig, load_study_config
-from dgrpo.study.report import method_table, write_report
+from dgrpo.study.report import method_table, verdicts, write_report
 
 TEXTS = ["Mara Quill has been a member of Ostwick Holdings since 1990.", "Answer: Mara Quill"] * 20
 ARCH = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -63,6 +63,12 @@ def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
     for name, loss in (("teacher", 0.5), ("student0", 2.0)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"loss": loss}))
+    (tmp_path / "data").mkdir()
+    audit = [
+        {"name": "answer-type prior", "task": "multihop", "value": 0.3, "chance": 0.25},
+        {"name": "most-mentioned of type", "task": "multihop", "value": 0.4, "chance": 0.25},
+    ]
+    (tmp_path / "data" / "audit.json").write_text(json.dumps(audit))
     study = {"runs": runs, "root": tmp_path, "teacher": {"records": [record(1), record(1)]},
              "student0": {"records": [record(0), record(1)], "retention": None},
              "teacher_init": str(tmp_path / "none"), "student_init": str(tmp_path / "none")}  # fmt: skip
@@ -76,8 +82,33 @@ def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "| dgrpo | 0.750 ± 0.354 |" in text and "Not run: `retention.length` is unset" in text
     assert "teacher 0.50, student0 2.00" in text
+    assert "0.250; the strongest answer-picking baseline of that audit (most-mentioned of type):" in text
+    assert "| grpo | +0.500 | 0.707 | no |" in text  # dgrpo 0.75 ± 0.35 against grpo 0.25 ± 0.35
     pngs = {p.name for p in (tmp_path / "docs" / "results").iterdir()}
-    assert pngs == {"reward.png", "kl.png", "heatmap-grpo.png", "heatmap-dgrpo.png"}
+    assert pngs == {"reward.png", "kl.png", "teacher.png", "heatmap-grpo.png", "heatmap-dgrpo.png"}
+
+
+def test_verdicts_call_a_difference_beyond_the_seed_spread():
+    table = {
+        "dgrpo": {"accuracy": (0.6, 0.02)},
+        "grpo": {"accuracy": (0.5, 0.03)},
+        "opd": {"accuracy": (0.58, 0.05)},
+    }
+    by_other = {v["other"]: v for v in verdicts(table)}
+    assert by_other["grpo"]["beyond"] and by_other["grpo"]["diff"] == pytest.approx(0.1)
+    assert not by_other["opd"]["beyond"] and by_other["opd"]["spread"] == pytest.approx(0.07)
+
+
+def test_a_student_snapshot_needs_a_reader_teacher(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("teacher: {steps: 100}\nstudent: {from_teacher_step: 50}\n")
+    with pytest.raises(UserError, match="needs a teacher trained here with prompt_weight > 0"):
+        load_study_config(path)
+    path.write_text("teacher: {steps: 100, prompt_weight: 0.3}\nstudent: {from_teacher_step: 100}\n")
+    with pytest.raises(UserError, match="must be below teacher.steps"):
+        load_study_config(path)
+    path.write_text("teacher: {steps: 100, prompt_weight: 0.3}\nstudent: {from_teacher_step: 50}\n")
+    assert load_study_config(path).student.from_teacher_step == 50
 
 
 @pytest.mark.parametrize("name", ["full", "quick"])

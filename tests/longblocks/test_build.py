@@ -66,3 +66,33 @@ def test_world_generation_restores_the_cyclic_collector(tiny_config):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_context_the_sizer_cannot_fit_is_redrawn(graph, builder, monkeypatch):
+    import pytest
+
+    from longblocks.build import MAX_REDRAWS, WorldJob, generate_example
+    from longblocks.render.context import ContextBuilder, SizingMiss
+
+    build, calls = ContextBuilder.build, []
+
+    def miss_twice(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise SizingMiss("context sized to 1000 tokens, target 1024 ± 5")
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(ContextBuilder, "build", miss_twice)
+    job = WorldJob(0, graph.world.id, graph.world.seed, "train", "en", (2048,), ("multihop",))
+    row = generate_example(builder, job, 0, 2048, BuildConfig(lengths=[2048])).model_dump()
+    assert len(calls) == 3 and row["n_tokens"] == 2048
+
+    def always_miss(self, *args, **kwargs):
+        calls.append(1)
+        raise SizingMiss("context sized to 1000 tokens, target 1024 ± 5")
+
+    calls.clear()
+    monkeypatch.setattr(ContextBuilder, "build", always_miss)
+    with pytest.raises(SizingMiss):
+        generate_example(builder, job, 0, 2048, BuildConfig(lengths=[2048]))
+    assert len(calls) == MAX_REDRAWS

@@ -29,6 +29,23 @@ def test_answer_is_unique_and_has_no_shortcut(graph, hops):
         assert graph.entities[v["start_entity"]].name in instance.question
 
 
+def test_one_hop_is_a_lookup_the_check_accepts(graph, builder):
+    renderer = Renderer(graph)
+    for seed in range(10):
+        instance = TASKS["multihop"].sample(
+            renderer, random.Random(seed), TaskParams(hops=(1,), compositional_share=0.0)
+        )
+        v = instance.verification
+        (fact,) = instance.evidence
+        assert v["path"] == [fact.relation]
+        assert graph.follow(v["start_entity"], v["path"]) == {v["answer_entity"]}
+        assert {fact.head, fact.tail} == {v["start_entity"], v["answer_entity"]}
+    job = WorldJob(0, graph.world.id, graph.world.seed, "train", "en", (2048,) * 4, ("multihop",) * 4)
+    cfg = BuildConfig(lengths=[2048], hops=[1], compositional_share=0.0)
+    row = generate_example(builder, job, 0, 2048, cfg).model_dump()
+    assert len(row["verification"]["path"]) == 1 and TASKS["multihop"].check(row, graph) == []
+
+
 def test_evidence_is_the_chain(graph):
     instance = TASKS["multihop"].sample(
         Renderer(graph), random.Random(3), TaskParams(hops=(4,), compositional_share=0.0)
