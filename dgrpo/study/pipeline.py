@@ -26,24 +26,28 @@ HELD_OUT = ("validation", "test")  # world-disjoint from train
 
 
 def generate(out: Path, *args: str) -> Path:
-    """`longblocks generate ... --out out`, once (a finished folder is reused)."""
-    if not (out / "dataset_dict.json").is_file():
+    """`longblocks generate ... --out out`, once: a folder made by the same arguments is reused,
+    one made by others (the config changed) is generated again."""
+    stamp = out / "study-args.json"
+    if not stamp.is_file() or json.loads(stamp.read_text()) != list(args):
         command = [sys.executable, "-m", "longblocks.cli", "generate", *args, "--out", str(out)]
         done = subprocess.run([*command, "--overwrite"], capture_output=True, text=True)
         if done.returncode != 0:
             problem = f"longblocks generate failed: {done.stderr.strip()[-300:]}"
             raise UserError(problem, "check the data section of the study config")
+        stamp.write_text(json.dumps(list(args)))
     return out
 
 
 def tokenizer_dir(cfg: StudyConfig, root: Path) -> Path:
-    """The study tokenizer: the configured one, or a BPE trained on 1k-token longblocks text."""
+    """The study tokenizer: the configured one, or a BPE trained on 1k-token longblocks text (2-hop
+    questions of the study's task family, whatever hops the study asks: documents dominate it)."""
     if cfg.tokenizer.path:
         return Path(cfg.tokenizer.path)
     out = root / "tokenizer"
     if not (out / "tokenizer.json").is_file():
         spec = cfg.data
-        corpus = generate(root / "corpus", "--task", spec.task, "--hops", spec.hops, "--length", "1k",
+        corpus = generate(root / "corpus", "--task", spec.task, "--hops", "2", "--length", "1k",
                           "--num-examples", str(cfg.tokenizer.corpus_examples),
                           "--workers", str(spec.workers))  # fmt: skip
         rows = datasets.load_from_disk(str(corpus))["train"]

@@ -115,3 +115,15 @@ def test_a_student_snapshot_needs_a_reader_teacher(tmp_path):
 def test_shipped_study_configs_load(name):
     cfg = load_study_config(Path(__file__).parents[2] / "configs" / "study" / f"{name}.yaml")
     assert set(cfg.compare.methods) == {"sft", "kd", "grpo", "opd", "dgrpo"} and len(cfg.compare.seeds) >= 2
+
+
+def test_a_generated_folder_is_reused_only_for_the_same_arguments(tmp_path):
+    from dgrpo.study.pipeline import generate
+
+    args = ("--task", "multihop", "--hops", "2", "--length", "1k", "--num-examples", "3")
+    out = generate(tmp_path / "data", *args)
+    first = (out / "dataset_dict.json").stat().st_mtime_ns
+    assert generate(tmp_path / "data", *args) == out
+    assert (out / "dataset_dict.json").stat().st_mtime_ns == first
+    generate(tmp_path / "data", *args[:-1], "4")  # the config changed: made again
+    assert sum(json.loads((out / "generation.json").read_text())["summary"]["examples"].values()) == 4
