@@ -343,6 +343,12 @@ class OptimConfig(Section):
         ge=1,
         description="Rollout draws per optimizer step; a step sees grad_accum × data.batch_size prompts.",
     )
+    skip_empty_steps: bool = Field(
+        True,
+        description="A step whose gradient is exactly zero (every group's advantage 0 and no other term) "
+        "leaves the weights and the AdamW state alone: AdamW would still move the weights along its "
+        "momentum from earlier steps, which made sparse-reward grpo collapse (docs/results.md).",
+    )
     micro_batch_tokens: int = Field(
         32768,
         ge=1,

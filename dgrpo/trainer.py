@@ -19,6 +19,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
@@ -320,8 +321,11 @@ def update(run: Run) -> tuple[float, float]:
     grad_norm = sharding.full_tensor(grad_norm)  # sharded: the global norm on every process
     check_finite(run, {"grad_norm": grad_norm})
     lr = run.optimizer.param_groups[0]["lr"]
-    run.optimizer.step()
-    run.scheduler.step()
+    if grad_norm.item() > 0 or not run.cfg.optim.skip_empty_steps:  # the same on every process
+        run.optimizer.step()
+    with warnings.catch_warnings():  # a skipped first step is by design: the schedule counts steps
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before", UserWarning)
+        run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return grad_norm.item(), lr
 

@@ -7,6 +7,7 @@ Every stage goes through the public entry points (`longblocks generate`, `dgrpo.
 import json
 import logging
 import multiprocessing
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -115,6 +116,11 @@ def train_and_eval(values: dict, retention: str | None = None, eval_examples: in
 
     cfg = make_config(values)
     out = Path(cfg.run.out_dir)
+    stamp = out / "study-values.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != values:
+        shutil.rmtree(out)  # made by another config: train again
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(values))
     last = latest(out)
     if last is None or load_state(last)["step"] < cfg.run.steps:
         train(cfg, resume=True)  # an interrupted study continues from the run's last checkpoint
@@ -138,7 +144,7 @@ def evaluations(
 def held_out_eval(values: dict, checkpoint: str, out: Path, splits: tuple[str, ...]) -> list[dict]:
     """Greedy evaluation records on `splits` (cached as records.json in `out`)."""
     cache = out / "records.json"
-    if cache.is_file():
+    if cache.is_file() and json.loads(cache.read_text()).get("data") == values["data"]:
         return json.loads(cache.read_text())["records"]
     cfg = make_config(values)
     records = []
@@ -146,7 +152,7 @@ def held_out_eval(values: dict, checkpoint: str, out: Path, splits: tuple[str, .
         evaluate(cfg, checkpoint, split, out)
         lines = (out / f"{split}-completions.jsonl").read_text(encoding="utf-8").splitlines()
         records += [json.loads(line) for line in lines]
-    cache.write_text(json.dumps({"records": records}))
+    cache.write_text(json.dumps({"records": records, "data": values["data"]}))
     return records
 
 

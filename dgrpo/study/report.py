@@ -10,6 +10,7 @@ import jinja2
 from dgrpo.evaluate import plot_heatmap, summarize
 from dgrpo.study.assets import parameter_counts
 from dgrpo.study.config import StudyConfig
+from dgrpo.study.reading import held_out_rows, mean_reading, reading
 
 TEMPLATE = Path(__file__).with_name("results.md.jinja")
 
@@ -164,14 +165,24 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
         if path and Path(path, "config.json").is_file()
     }
     root, snapshot = Path(study["root"]), cfg.student.from_teacher_step
+    done = root / "teacher" / "done.json"  # the reader loop's record of its run
+    teacher_minutes = json.loads(done.read_text())["seconds"] / 60 if done.is_file() else None
     plot_reader(root / "teacher", figures / "teacher.png", snapshot)
     losses = {"teacher": response_nll(root / "teacher")}
     student_run = (root / "teacher", snapshot) if snapshot else (root / "student0", None)
     losses["student0"] = response_nll(*student_run)
+    has_rows = (root / "data" / "dataset_dict.json").is_file()
+    rows = held_out_rows(root / "data", ("validation", "test")) if has_rows else {}
+    reads = {"teacher": reading(study["teacher"]["records"], rows),
+             "student0": reading(study["student0"]["records"], rows)}  # fmt: skip
+    for method in methods:
+        cells = [reading(res["records"], rows) for (m, _), (_, res) in study["runs"].items() if m == method]
+        reads[method] = mean_reading(cells)
     text = jinja2.Template(TEMPLATE.read_text(encoding="utf-8"), undefined=jinja2.StrictUndefined).render(
         cfg=cfg, table=table, teacher=teacher, student0=student0, sizes=sizes, minutes=seconds / 60,
         methods=methods, retention=retention, config_path=config_path, losses=losses,
         baselines=baselines(root / "data", cfg.data.task), verdicts=verdicts(table),
+        reads=reads if rows else {}, teacher_minutes=teacher_minutes,
     )  # fmt: skip
     (report_dir / "results.md").write_text(text, encoding="utf-8")
     accuracies = {m: table[m]["accuracy"][0] for m in methods}

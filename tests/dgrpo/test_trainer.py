@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import dgrpo.trainer
@@ -150,3 +151,25 @@ def test_lr_schedule():
     assert factors[5] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 3 / 4)))
     assert lr_factor(5, warmup=0, total=5, schedule="linear", floor=0.0) == 0.0
     assert lr_factor(3, warmup=0, total=5, schedule="constant", floor=0.0) == 1.0
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_a_step_without_gradient_leaves_the_weights_alone(skip):
+    """AdamW moves weights along its momentum even when this step's gradient is zero (a grpo step
+    where every group's rewards tie); optim.skip_empty_steps keeps them."""
+    from types import SimpleNamespace
+
+    from dgrpo.config import OptimConfig
+
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    run = SimpleNamespace(student=model, optimizer=optimizer, scheduler=scheduler,
+                          cfg=SimpleNamespace(optim=OptimConfig(lr=0.1, skip_empty_steps=skip)))  # fmt: skip
+    model(torch.ones(1, 4)).sum().backward()
+    assert dgrpo.trainer.update(run)[0] > 0  # a real step: AdamW now holds momentum
+    before = [p.detach().clone() for p in model.parameters()]
+    (0.0 * model(torch.ones(1, 4))).sum().backward()  # every advantage 0: an exactly zero gradient
+    assert dgrpo.trainer.update(run)[0] == 0.0
+    unchanged = all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert unchanged == skip

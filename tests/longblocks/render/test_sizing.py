@@ -122,20 +122,20 @@ def hf_ids(tokenizer, text: str) -> list[int]:
 
 @pytest.mark.parametrize(
     ("text", "tokens"),
-    [("32k", 32768), ("32K", 32768), ("4096", 4096), ("1k", 1024), ("128k", 131072)],
+    [("32k", 32768), ("32K", 32768), ("4096", 4096), ("1k", 1024), ("256", 256), ("128k", 131072)],
 )
 def test_parse_length_values(text, tokens):
     assert parse_length(text) == tokens
 
 
 @pytest.mark.parametrize(
-    "text", ["3x", "", "k", "1.5k", "-4k", "32kk", "32 k", "0", "1023", "128k1", "129k", "131073"]
+    "text", ["3x", "", "k", "1.5k", "-4k", "32kk", "32 k", "0", "255", "128k1", "129k", "131073"]
 )
 def test_parse_length_rejects(text):
     with pytest.raises(UserError) as err:
         parse_length(text)
     assert f"'{text}'" in err.value.problem
-    assert "between 1k and 128k" in err.value.fix
+    assert "between 256 and 128k" in err.value.fix
     assert "\n" not in str(err.value)
 
 
