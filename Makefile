@@ -26,7 +26,7 @@ demo: install
 study: install
 	$(PY) -m dgrpo.study configs/study/full.yaml
 
-# The same pipeline at the smallest scale (~10 minutes): writes out/study-quick/report/results.md.
+# The same pipeline at the smallest scale (~1 minute): writes out/study-quick/report/results.md.
 study-quick: install
 	$(PY) -m dgrpo.study configs/study/quick.yaml
 

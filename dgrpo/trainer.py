@@ -324,7 +324,7 @@ def update(run: Run) -> tuple[float, float]:
     if grad_norm.item() > 0 or not run.cfg.optim.skip_empty_steps:  # the same on every process
         run.optimizer.step()
     with warnings.catch_warnings():  # a skipped first step is by design: the schedule counts steps
-        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before", UserWarning)
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
         run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return grad_norm.item(), lr
