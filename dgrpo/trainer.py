@@ -320,14 +320,14 @@ def update(run: Run) -> tuple[float, float]:
     grad_norm = torch.nn.utils.clip_grad_norm_(params, run.cfg.optim.max_grad_norm or math.inf)
     grad_norm = sharding.full_tensor(grad_norm)  # sharded: the global norm on every process
     check_finite(run, {"grad_norm": grad_norm})
-    lr = run.optimizer.param_groups[0]["lr"]
-    if grad_norm.item() > 0 or not run.cfg.optim.skip_empty_steps:  # the same on every process
+    lr, norm = run.optimizer.param_groups[0]["lr"], grad_norm.item()
+    if norm > 0 or not run.cfg.optim.skip_empty_steps:  # the same global norm on every process
         run.optimizer.step()
     with warnings.catch_warnings():  # a skipped first step is by design: the schedule counts steps
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
         run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return grad_norm.item(), lr
+    return norm, lr
 
 
 def check_finite(run: Run, values: dict[str, Tensor]) -> None:

@@ -7,7 +7,6 @@ the reward at the start and at the end.
 """
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from dgrpo.config import make_config
 from dgrpo.study.assets import save_model
-from dgrpo.study.report import plot_curves
+from dgrpo.study.report import metric_rows, plot_curves
 from dgrpo.study.toy import ARCH, make_dataset, make_tokenizer
 from dgrpo.trainer import train
 
@@ -58,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         args.steps,
         teacher={"model": str(teacher)},
     )
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    rewards = [row["reward/mean"] for row in rows]
+    rewards = [row["reward/mean"] for row in metric_rows(run)]
     plot_curves({"dgrpo": rewards}, "training reward", run / "reward.png")
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     print(f"dgrpo on the toy task: reward {first:.2f} over the first 5 steps -> {last:.2f} over the last 5")

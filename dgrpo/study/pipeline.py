@@ -144,8 +144,9 @@ def evaluations(
 def held_out_eval(values: dict, checkpoint: str, out: Path, splits: tuple[str, ...]) -> list[dict]:
     """Greedy evaluation records on `splits` (cached as records.json in `out`)."""
     cache = out / "records.json"
-    if cache.is_file() and json.loads(cache.read_text()).get("data") == values["data"]:
-        return json.loads(cache.read_text())["records"]
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    if cached.get("data") == values["data"]:  # made with the same data section (path, max_examples)
+        return cached["records"]
     cfg = make_config(values)
     records = []
     for split in splits:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import datasets
 
+from longblocks.rewards import parse_response
+
 STEP = re.compile(r"^\s*\d+\.\s+(.*\S)\s*$")  # "1. <sentence>" lines of the reference layout
-ANSWER = re.compile(r"^\s*Answer:\s*(.*\S)\s*$")
 
 
 def held_out_rows(data: Path, splits: tuple[str, ...]) -> dict[str, dict]:
@@ -37,9 +38,9 @@ def reading(records: list[dict], rows: dict[str, dict]) -> dict[str, float]:
         quoted += bool(steps) and all(step in row["document"] for step in steps)
         evidence += steps == gold
         if record["reward"] == 0:
-            answers = [m[1] for m in map(ANSWER.match, lines) if m]
+            answer = parse_response(record["completion"]).answer  # the rewards' own answer grammar
             wrong += 1
-            from_context += bool(answers) and answers[-1] in row["document"]
+            from_context += answer is not None and answer in row["document"]
     n = max(1, len(scored))
     return {"quoted": quoted / n, "evidence": evidence / n, "name_from_context": from_context / max(1, wrong)}
 

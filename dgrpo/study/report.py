@@ -41,6 +41,18 @@ def method_table(runs: dict, methods: list[str], key: str = "records") -> dict[s
     return table
 
 
+def metric_rows(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl, one dict per step (trainer runs and the reader loop alike)."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def response_losses(run_dir: Path) -> list[float]:
+    """Per-step loss on response tokens: the reader's `response_nll`, or an sft run's `loss`."""
+    rows = metric_rows(run_dir)
+    key = "response_nll" if "response_nll" in rows[0] else "loss"
+    return [row[key] for row in rows]
+
+
 def curves(runs: dict, methods: list[str], name: str) -> dict[str, list[float]]:
     """method -> the seed-mean of a logged metric per step (methods that log it)."""
     out = {}
@@ -49,7 +61,7 @@ def curves(runs: dict, methods: list[str], name: str) -> dict[str, list[float]]:
         for (m, _), (run_dir, _) in runs.items():
             if m != method:
                 continue
-            rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            rows = metric_rows(run_dir)
             if name in rows[0]:
                 series.append([row[name] for row in rows])
         if series:
@@ -60,10 +72,8 @@ def curves(runs: dict, methods: list[str], name: str) -> dict[str, list[float]]:
 def response_nll(run_dir: Path, upto: int | None = None, last: int = 10) -> float:
     """Mean per-response-token loss over the `last` steps up to step `upto` (default: the end) of
     an sft or reader run: how far a teacher or a student snapshot got."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = rows[:upto] if upto else rows
-    key = "response_nll" if "response_nll" in rows[0] else "loss"
-    return statistics.fmean(row[key] for row in rows[-last:])
+    losses = response_losses(run_dir)
+    return statistics.fmean((losses[:upto] if upto else losses)[-last:])
 
 
 def baselines(data_dir: Path, task: str) -> dict[str, float]:
@@ -103,9 +113,7 @@ def plot_reader(run_dir: Path, path: Path, snapshot: int | None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    key = "response_nll" if "response_nll" in rows[0] else "loss"
-    values = [row[key] for row in rows]
+    values = response_losses(run_dir)
     smooth = [statistics.fmean(values[max(0, i - 19) : i + 1]) for i in range(len(values))]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(range(1, len(values) + 1), smooth, label="teacher")
