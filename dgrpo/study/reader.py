@@ -6,8 +6,9 @@ wants); here every prompt token also carries a next-token loss at `prompt_weight
 768-token context teaches the model the fact sentences, the names and where they repeat, and the
 ~80 reference tokens teach the answers. Measured on 2-hop multihop at 768 tokens (a 128-wide
 4-layer Qwen3, batch 16, lr 3e-3, held-out accuracy on 96 rows): after ~25M training tokens a
-prompt weight of 0.3 reached 0.21, a weight of 1 0.15 and the response alone 0.03–0.09
-(docs/results.md).
+prompt weight of 0.3 reached 0.21, a weight of 1 0.15 and the response alone 0.03–0.09; on
+one hop, several passes over the same rows taught it the training worlds rather than reading
+(docs/results.md, "Why this scale").
 
 The run saves a Hugging Face model directory at the end and at each `snapshots` step (a less
 trained model of the same family: the study's student), and its loss per step in metrics.jsonl.
@@ -17,6 +18,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from dgrpo.models import load_model, load_tokenizer
 log = logging.getLogger(__name__)
 WARMUP_STEPS = 50
 DONE = "done.json"  # written last: a run stopped before it is trained again
+ARGUMENTS = "reader-args.json"  # what the run was made with
 
 
 def sequences(data: Path, tokenizer, max_examples: int | None = None) -> list[tuple[list[int], int]]:
@@ -88,16 +91,22 @@ def train_reader(
     snapshots: tuple[int, ...] = (),
 ) -> Path:
     """Train `init` on the train split of `data`; saves out/ (final) and out/step-N (snapshots).
-    A finished run (out/done.json) is reused."""
-    if (out / DONE).is_file():
+    A finished run (out/done.json) made with the same arguments is reused; one made with others
+    is trained again."""
+    arguments = {"init": init, "data": str(data), "steps": steps, "batch_size": batch_size, "lr": lr,
+                 "prompt_weight": prompt_weight, "seed": seed, "snapshots": list(snapshots)}  # fmt: skip
+    stamp = out / ARGUMENTS
+    if (out / DONE).is_file() and stamp.is_file() and json.loads(stamp.read_text()) == arguments:
         return out
+    shutil.rmtree(out, ignore_errors=True)
     tokenizer = load_tokenizer(init)
     model = load_model(init)
     model.train()
     rows = sequences(data, tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     rng = random.Random(seed)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True)
+    stamp.write_text(json.dumps(arguments))
     started = time.perf_counter()
     with open(out / "metrics.jsonl", "w", encoding="utf-8") as metrics:
         for step in range(steps):

@@ -5,6 +5,7 @@ import json
 import statistics
 from pathlib import Path
 
+import datasets
 import jinja2
 
 from dgrpo.evaluate import plot_heatmap, summarize
@@ -181,6 +182,7 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
     losses["student0"] = response_nll(*student_run)
     has_rows = (root / "data" / "dataset_dict.json").is_file()
     rows = held_out_rows(root / "data", ("validation", "test")) if has_rows else {}
+    train_rows = datasets.load_from_disk(str(root / "data"))["train"].num_rows if has_rows else 0
     reads = {"teacher": reading(study["teacher"]["records"], rows),
              "student0": reading(study["student0"]["records"], rows)}  # fmt: skip
     for method in methods:
@@ -190,7 +192,7 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
         cfg=cfg, table=table, teacher=teacher, student0=student0, sizes=sizes, minutes=seconds / 60,
         methods=methods, retention=retention, config_path=config_path, losses=losses,
         baselines=baselines(root / "data", cfg.data.task), verdicts=verdicts(table),
-        reads=reads if rows else {}, teacher_minutes=teacher_minutes,
+        reads=reads if rows else {}, teacher_minutes=teacher_minutes, train_rows=train_rows,
     )  # fmt: skip
     (report_dir / "results.md").write_text(text, encoding="utf-8")
     accuracies = {m: table[m]["accuracy"][0] for m in methods}

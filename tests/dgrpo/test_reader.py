@@ -60,5 +60,9 @@ def test_a_reader_run_learns_saves_its_snapshot_and_is_reused(toy):
     assert last < first / 4  # the one-token answers are learned
     assert (out / "step-20" / "config.json").is_file() and (out / DONE).is_file()
     before = (out / "model.safetensors").stat().st_mtime_ns
-    train_reader(str(init), data, out, steps=60, batch_size=8, lr=1e-2, prompt_weight=0.3, seed=0)
+    train_reader(str(init), data, out, steps=60, batch_size=8, lr=1e-2, prompt_weight=0.3, seed=0,
+                 snapshots=(20,))  # fmt: skip
     assert (out / "model.safetensors").stat().st_mtime_ns == before
+    train_reader(str(init), data, out, steps=5, batch_size=8, lr=1e-2, prompt_weight=0.3, seed=0)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 5  # other arguments: trained again
+    assert not (out / "step-20").exists()
