@@ -11,7 +11,6 @@ shares tell that apart from reading:
 
 import re
 import statistics
-from pathlib import Path
 
 import datasets
 
@@ -20,9 +19,8 @@ from longblocks.rewards import parse_response
 STEP = re.compile(r"^\s*\d+\.\s+(.*\S)\s*$")  # "1. <sentence>" lines of the reference layout
 
 
-def held_out_rows(data: Path, splits: tuple[str, ...]) -> dict[str, dict]:
+def held_out_rows(dataset: datasets.DatasetDict, splits: tuple[str, ...]) -> dict[str, dict]:
     """id -> row of the held-out splits (document, verification)."""
-    dataset = datasets.load_from_disk(str(data))
     return {row["id"]: row for split in splits if split in dataset for row in dataset[split]}
 
 

@@ -181,8 +181,9 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
     student_run = (root / "teacher", snapshot) if snapshot else (root / "student0", None)
     losses["student0"] = response_nll(*student_run)
     has_rows = (root / "data" / "dataset_dict.json").is_file()
-    rows = held_out_rows(root / "data", ("validation", "test")) if has_rows else {}
-    train_rows = datasets.load_from_disk(str(root / "data"))["train"].num_rows if has_rows else 0
+    dataset = datasets.load_from_disk(str(root / "data")) if has_rows else {}
+    rows = held_out_rows(dataset, ("validation", "test"))
+    train_rows = dataset["train"].num_rows if has_rows else 0
     reads = {"teacher": reading(study["teacher"]["records"], rows),
              "student0": reading(study["student0"]["records"], rows)}  # fmt: skip
     for method in methods:
