@@ -31,9 +31,10 @@ class EvidenceTooLong(UserError):
 
 
 class SizingMiss(RuntimeError):
-    """No choice of fillers and paraphrases brought this context within tolerance: rare, and
-    mostly at 1k with a small tokenizer, where whole documents are a large share of the budget.
-    Another draw of the question (other evidence documents, other fillers) usually fits."""
+    """No choice of fillers and paraphrases brought this context within tolerance: rare at 1k and
+    above, about a quarter of draws below 512 tokens with a small tokenizer, where whole documents
+    are a large share of the budget. Another draw of the question (other evidence documents,
+    other fillers) usually fits."""
 
 
 @dataclass

@@ -71,8 +71,9 @@ def test_world_generation_restores_the_cyclic_collector(tiny_config):
 def test_a_context_the_sizer_cannot_fit_is_redrawn(graph, builder, monkeypatch):
     import pytest
 
-    from longblocks.build import MAX_REDRAWS, WorldJob, generate_example
-    from longblocks.render.context import ContextBuilder, SizingMiss
+    from longblocks.build import MAX_REDRAWS, MAX_SIZING_REDRAWS, WorldJob, generate_example
+    from longblocks.errors import UserError
+    from longblocks.render.context import ContextBuilder, EvidenceTooLong, SizingMiss
 
     build, calls = ContextBuilder.build, []
 
@@ -93,6 +94,16 @@ def test_a_context_the_sizer_cannot_fit_is_redrawn(graph, builder, monkeypatch):
 
     calls.clear()
     monkeypatch.setattr(ContextBuilder, "build", always_miss)
-    with pytest.raises(SizingMiss):
+    with pytest.raises(UserError, match="no context of 2048 tokens could be sized in 32 draws"):
         generate_example(builder, job, 0, 2048, BuildConfig(lengths=[2048]))
-    assert len(calls) == MAX_REDRAWS
+    assert len(calls) == MAX_SIZING_REDRAWS == 32
+
+    def evidence_too_long(self, *args, **kwargs):
+        calls.append(1)
+        raise EvidenceTooLong("length 2048 is below what the evidence needs (3000 tokens)")
+
+    calls.clear()
+    monkeypatch.setattr(ContextBuilder, "build", evidence_too_long)
+    with pytest.raises(EvidenceTooLong):
+        generate_example(builder, job, 0, 2048, BuildConfig(lengths=[2048]))
+    assert len(calls) == MAX_REDRAWS == 8
