@@ -183,7 +183,8 @@ def teacher_stage(cfg: StudyConfig, data: Path, root: Path, init: str) -> tuple[
     step = cfg.student.from_teacher_step
     snapshots = () if step is None else (step,)
     train_reader(init, data, out, steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr,
-                 prompt_weight=spec.prompt_weight, seed=1, snapshots=snapshots)  # fmt: skip
+                 prompt_weight=spec.prompt_weight, seed=1, snapshots=snapshots,
+                 autocast=spec.autocast == "bf16")  # fmt: skip
     return out, None if step is None else out / f"step-{step}"
 
 

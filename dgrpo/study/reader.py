@@ -10,6 +10,10 @@ prompt weight of 0.3 reached 0.21, a weight of 1 0.15 and the response alone 0.0
 one hop, several passes over the same rows taught it the training worlds rather than reading
 (docs/results.md, "Why this scale").
 
+With `autocast` the forward passes run under bf16 autocast (weights, AdamW and the loss stay
+float32): about 1.4x faster per step on a CPU with AVX512-BF16, which buys the study's teacher
+more steps in the same hour.
+
 The run saves a Hugging Face model directory at the end and at each `snapshots` step (a less
 trained model of the same family: the study's student), and its loss per step in metrics.jsonl.
 """
@@ -89,12 +93,15 @@ def train_reader(
     prompt_weight: float,
     seed: int,
     snapshots: tuple[int, ...] = (),
+    autocast: bool = False,
 ) -> Path:
     """Train `init` on the train split of `data`; saves out/ (final) and out/step-N (snapshots).
     A finished run (out/done.json) made with the same arguments is reused; one made with others
     is trained again."""
     arguments = {"init": init, "data": str(data), "steps": steps, "batch_size": batch_size, "lr": lr,
                  "prompt_weight": prompt_weight, "seed": seed, "snapshots": list(snapshots)}  # fmt: skip
+    if autocast:  # keyed only when on, so runs made before the option stay valid
+        arguments["autocast"] = "bf16"
     stamp = out / ARGUMENTS
     if (out / DONE).is_file() and stamp.is_file() and json.loads(stamp.read_text()) == arguments:
         return out
@@ -112,8 +119,9 @@ def train_reader(
         for step in range(steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, steps, lr)
-            loss, response_nll = batch_loss(model, rng.choices(rows, k=batch_size), tokenizer.pad_token_id,
-                                            prompt_weight)  # fmt: skip
+            batch = rng.choices(rows, k=batch_size)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss, response_nll = batch_loss(model, batch, tokenizer.pad_token_id, prompt_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

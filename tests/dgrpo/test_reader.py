@@ -66,3 +66,16 @@ def test_a_reader_run_learns_saves_its_snapshot_and_is_reused(toy):
     train_reader(str(init), data, out, steps=5, batch_size=8, lr=1e-2, prompt_weight=0.3, seed=0)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 5  # other arguments: trained again
     assert not (out / "step-20").exists()
+
+
+def test_a_bf16_autocast_reader_learns_keeps_float32_weights_and_is_keyed_apart(toy):
+    tmp, data, init, _ = toy
+    out = train_reader(str(init), data, tmp / "teacher-bf16", steps=60, batch_size=8, lr=1e-2,
+                       prompt_weight=0.3, seed=0, autocast=True)  # fmt: skip
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0]["response_nll"], sum(r["response_nll"] for r in rows[-10:]) / 10
+    assert last < first / 4
+    assert json.loads((out / "reader-args.json").read_text())["autocast"] == "bf16"
+    assert {p.dtype for p in load_model(str(out)).parameters()} == {torch.float32}
+    train_reader(str(init), data, out, steps=60, batch_size=8, lr=1e-2, prompt_weight=0.3, seed=0)
+    assert "autocast" not in json.loads((out / "reader-args.json").read_text())  # trained again in float32
