@@ -32,7 +32,7 @@ TOLERANCE = 0.005  # ±0.5% of the target length
 MAX_REDRAWS = 8  # questions drawn per example before the length is declared too short
 # Draws whose context the sizer cannot bring within tolerance: below 512 tokens with a small
 # tokenizer about a quarter of draws miss (1,128 misses in 4,128 draws at 384 tokens), so 8 draws
-# failed about once in 30,000 rows; 32 make a miss of every draw as unlikely as at 32k.
+# failed about once in 30,000 rows; with 32 all draws miss about once in 1e18 (0.27**32).
 MAX_SIZING_REDRAWS = 32
 
 
