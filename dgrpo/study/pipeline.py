@@ -89,14 +89,16 @@ def initial_model(spec: ModelSpec, out: Path, tokenizer: Path, seed: int) -> str
 
 def run_values(
     cfg: StudyConfig, data: Path, out: Path, student: str, method: str, seed: int,
-    steps: int, lr: float, batch_size: int, teacher: str | None = None, schedule: str = "constant", **loss,
+    steps: int, lr: float, batch_size: int, teacher: str | None = None, schedule: str = "constant",
+    train_rows: int | None = None, **loss,
 ) -> dict:  # fmt: skip
-    """One `dgrpo train` config: every method of the study differs only in these arguments."""
+    """One `dgrpo train` config: every method of the study differs only in these arguments.
+    `train_rows` caps the training rows the run tokenizes (data.max_examples)."""
     c = cfg.compare
     return {
         "model": {"student": student, "gradient_checkpointing": False},
         "data": {"path": str(data), "batch_size": batch_size, "max_prompt_tokens": 1 << 20,
-                 "max_response_tokens": 512},
+                 "max_response_tokens": 512, "max_examples": train_rows},
         "rollout": {"group_size": c.group_size, "max_new_tokens": c.max_new_tokens},
         "teacher": {"model": teacher},
         "loss": {"method": method, **loss},
@@ -191,6 +193,10 @@ def teacher_stage(cfg: StudyConfig, data: Path, root: Path, init: str) -> tuple[
 def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teacher: str) -> dict:
     """(method, seed) -> run values: the same student, steps, lr and completion rows per step."""
     c = cfg.compare
+    # Every run draws from the same first rows of the train split, as many as sft/kd use in the
+    # budget (grpo/opd/dgrpo draw a quarter of them at G = 4): tokenizing all 48,000 rows of
+    # the full study would cost each run minutes for a few hundred it can use.
+    rows = c.steps * c.batch_size * c.group_size
     jobs = {}
     for method in c.methods:
         fixed = method in ("sft", "kd")
@@ -199,7 +205,7 @@ def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teac
         for seed in c.seeds:
             jobs[method, seed] = run_values(
                 cfg, data, root / "runs" / f"{method}-{seed}", student, method, seed, c.steps, c.lr, batch,
-                teacher if method in ("kd", "opd", "dgrpo") else None, **loss,
+                teacher if method in ("kd", "opd", "dgrpo") else None, train_rows=rows, **loss,
             )  # fmt: skip
     return jobs
 

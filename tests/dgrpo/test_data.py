@@ -3,6 +3,7 @@
 import datasets
 import pytest
 
+from dgrpo import data
 from dgrpo.config import DataConfig
 from dgrpo.data import Batches, load_split, prepare, prompt_messages, row_fields, tokenize_prompt
 from dgrpo.errors import UserError
@@ -63,6 +64,21 @@ def test_published_layout_trains_with_a_column_mapping(tmp_path, tokenizer):
     text = tokenizer.decode(example.prompt_ids)
     assert "Doc A says Ada lives in Rome.\n\nWhere does Ada live?\n\nEnd with 'Answer: <answer>'." in text
     assert "<|im_start|>system" not in text  # no system field: no system message
+
+
+def test_rows_tokenized_in_chunks_keep_their_ids_and_positions(tmp_path, tokenizer, monkeypatch):
+    documents = ("Ada lives in Rome.", "Doc B. " * 600, "Bo lives in Oslo.", "Cy lives in Lima.", "Di.")
+    cfg = DataConfig(path=str(published_layout(tmp_path, documents)), response_field="response_teacher",
+                     defaults={"instruction": "x"}, max_prompt_tokens=200)  # fmt: skip
+    monkeypatch.setattr(data, "PREPARE_CHUNK", 2)  # chunk edges fall before and after the long row
+    prepared = prepare(cfg, tokenizer, "train", with_response=True, with_verification=False)
+    assert [e.index for e in prepared.examples] == [0, 2, 3, 4] and prepared.skipped_long == 1
+    rows = load_split(cfg, "train")
+    for example in prepared.examples:
+        fields = row_fields(rows[example.index], cfg)
+        assert example.prompt_ids == tokenize_prompt(prompt_messages(fields), tokenizer, cfg)
+        response = tokenizer(fields["response_teacher"], add_special_tokens=False)["input_ids"]
+        assert example.response_ids == [*response, tokenizer.eos_token_id]
 
 
 def test_a_response_column_can_be_named_directly(tmp_path, tokenizer):
