@@ -72,10 +72,11 @@ class ModelSpec(Section):
         description="0: the trainer's sft (loss on the response). > 0: teach a from-scratch model to "
         "read (dgrpo/study/reader.py): every prompt token also carries a next-token loss at this weight.",
     )
-    autocast: Literal["off", "bf16"] = Field(
+    autocast: Literal["off", "bf16", "auto"] = Field(
         "off",
         description="Reader loop only: bf16 autocast of its forward passes (weights and AdamW stay "
-        "float32); about 1.4x faster per step on a CPU with AVX512-BF16.",
+        "float32); about 1.4x faster per step on a CPU with AVX512-BF16, 10x slower on one without. "
+        "auto: bf16 where the device multiplies bf16 natively, else float32.",
     )
     from_teacher_step: int | None = Field(
         None,

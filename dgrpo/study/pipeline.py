@@ -14,10 +14,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import datasets
+import torch
 
 from dgrpo.config import make_config
 from dgrpo.errors import UserError
 from dgrpo.evaluate import evaluate
+from dgrpo.models import native_bf16
 from dgrpo.study.assets import save_model, train_bpe
 from dgrpo.study.config import ModelSpec, StudyConfig
 from dgrpo.study.reader import train_reader
@@ -186,8 +188,17 @@ def teacher_stage(cfg: StudyConfig, data: Path, root: Path, init: str) -> tuple[
     snapshots = () if step is None else (step,)
     train_reader(init, data, out, steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr,
                  prompt_weight=spec.prompt_weight, seed=1, snapshots=snapshots,
-                 autocast=spec.autocast == "bf16")  # fmt: skip
+                 autocast=reader_bf16(spec.autocast))  # fmt: skip
     return out, None if step is None else out / f"step-{step}"
+
+
+def reader_bf16(mode: str) -> bool:
+    """teacher.autocast -> whether the reader loop (on the CPU) runs under bf16 autocast."""
+    native = native_bf16(torch.device("cpu"))
+    if mode == "bf16" and not native:
+        log.warning("teacher.autocast=bf16 on a CPU without native bf16 matmul: expect about 10x the "
+                    "float32 step time (teacher.autocast=auto trains in float32 here)")  # fmt: skip
+    return mode == "bf16" or (mode == "auto" and native)
 
 
 def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teacher: str) -> dict:

@@ -12,7 +12,8 @@ one hop, several passes over the same rows taught it the training worlds rather 
 
 With `autocast` the forward passes run under bf16 autocast (weights, AdamW and the loss stay
 float32): about 1.4x faster per step on a CPU with AVX512-BF16, which buys the study's teacher
-more steps in the same hour.
+more steps in the same hour, but 9.9x slower on an AVX2 CPU (bench/reader_step.py), where the
+study's `teacher.autocast: auto` trains in float32.
 
 The run saves a Hugging Face model directory at the end and at each `snapshots` step (a less
 trained model of the same family: the study's student), and its loss per step in metrics.jsonl.

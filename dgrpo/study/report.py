@@ -11,6 +11,7 @@ import jinja2
 from dgrpo.evaluate import plot_heatmap, summarize
 from dgrpo.study.assets import parameter_counts
 from dgrpo.study.config import StudyConfig
+from dgrpo.study.reader import ARGUMENTS
 from dgrpo.study.reading import held_out_rows, mean_reading, reading
 
 TEMPLATE = Path(__file__).with_name("results.md.jinja")
@@ -176,6 +177,8 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
     root, snapshot = Path(study["root"]), cfg.student.from_teacher_step
     done = root / "teacher" / "done.json"  # the reader loop's record of its run
     teacher_minutes = json.loads(done.read_text())["seconds"] / 60 if done.is_file() else None
+    arguments = root / "teacher" / ARGUMENTS  # what the reader ran with (autocast: auto resolved)
+    teacher_bf16 = arguments.is_file() and json.loads(arguments.read_text()).get("autocast") == "bf16"
     plot_reader(root / "teacher", figures / "teacher.png", snapshot)
     losses = {"teacher": response_nll(root / "teacher")}
     student_run = (root / "teacher", snapshot) if snapshot else (root / "student0", None)
@@ -194,6 +197,7 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
         methods=methods, retention=retention, config_path=config_path, losses=losses,
         baselines=baselines(root / "data", cfg.data.task), verdicts=verdicts(table),
         reads=reads if rows else {}, teacher_minutes=teacher_minutes, train_rows=train_rows,
+        teacher_bf16=teacher_bf16,
     )  # fmt: skip
     (report_dir / "results.md").write_text(text, encoding="utf-8")
     accuracies = {m: table[m]["accuracy"][0] for m in methods}

@@ -8,6 +8,7 @@ import pytest
 
 from dgrpo.errors import UserError
 from dgrpo.models import load_model, load_tokenizer
+from dgrpo.study import pipeline
 from dgrpo.study.__main__ import main
 from dgrpo.study.assets import EOS, parameter_counts, save_model, train_bpe
 from dgrpo.study.config import StudyConfig, load_study_config
@@ -127,3 +128,16 @@ def test_a_generated_folder_is_reused_only_for_the_same_arguments(tmp_path):
     assert (out / "dataset_dict.json").stat().st_mtime_ns == first
     generate(tmp_path / "data", *args[:-1], "4")  # the config changed: made again
     assert sum(json.loads((out / "generation.json").read_text())["summary"]["examples"].values()) == 4
+
+
+@pytest.mark.parametrize(
+    ("mode", "native", "bf16", "warned"),
+    [("auto", True, True, False), ("auto", False, False, False), ("bf16", False, True, True),
+     ("bf16", True, True, False), ("off", True, False, False)],
+)  # fmt: skip
+def test_teacher_autocast_auto_trains_in_bf16_only_where_the_cpu_multiplies_it(
+    monkeypatch, caplog, mode, native, bf16, warned
+):
+    monkeypatch.setattr(pipeline, "native_bf16", lambda device: native)
+    assert pipeline.reader_bf16(mode) is bf16
+    assert ("without native bf16" in caplog.text) is warned
