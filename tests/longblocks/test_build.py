@@ -107,3 +107,36 @@ def test_a_context_the_sizer_cannot_fit_is_redrawn(graph, builder, monkeypatch):
     with pytest.raises(EvidenceTooLong):
         generate_example(builder, job, 0, 2048, BuildConfig(lengths=[2048]))
     assert len(calls) == MAX_REDRAWS == 8
+
+
+def test_a_chain_row_naming_too_few_of_its_answers_type_is_redrawn(graph, builder, monkeypatch):
+    import pytest
+
+    from longblocks import build
+    from longblocks.build import WorldJob, audit_world, generate_example, too_few_candidates
+    from longblocks.errors import UserError
+
+    world = audit_world(graph)
+    answer = world.of_fine_type("town")[0]
+    peers = [world.names[e] for e in world.of_fine_type("town") if e != answer][:2]
+    chain = {"answer_entity": answer, "variant": None}
+    text = f"{world.names[answer]} lies in the hills. {peers[0]} lies on the coast."
+    assert too_few_candidates(graph, "multihop", chain, text, 768)  # two towns, three needed
+    assert not too_few_candidates(graph, "multihop", chain, f"{text} So does {peers[1]}.", 768)
+    assert too_few_candidates(graph, "multihop", chain, f"{text} So does {peers[1]}.", 4096)  # five
+    assert not too_few_candidates(graph, "longform", chain, text, 768)  # no answer entity to hide
+    assert not too_few_candidates(graph, "multihop", {**chain, "variant": "counting"}, text, 768)
+
+    calls = []
+
+    def first_two_too_few(*args):
+        calls.append(1)
+        return len(calls) <= 2
+
+    monkeypatch.setattr(build, "too_few_candidates", first_two_too_few)
+    job = WorldJob(0, graph.world.id, graph.world.seed, "train", "en", (2048,), ("multihop",))
+    assert generate_example(builder, job, 0, 2048, BuildConfig(lengths=[2048])).n_tokens == 2048
+    assert len(calls) == 3
+    monkeypatch.setattr(build, "too_few_candidates", lambda *args: True)
+    with pytest.raises(UserError, match="too few entities of the answer's type named"):
+        generate_example(builder, job, 0, 2048, BuildConfig(lengths=[2048]))
