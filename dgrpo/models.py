@@ -156,8 +156,9 @@ def pick_device(name: str) -> torch.device:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` has fast bf16 matmul kernels (CUDA with bf16; a CPU with AVX512, where
-    oneDNN runs them). Other CPUs fall back to PyTorch's reference GEMM: a bf16-autocast step of the study's reader took 9.9x
-    the float32 time on an AVX2 EPYC (25.5 s against 2.6 s; bench/reader_step.py)."""
+    oneDNN runs them). Other CPUs fall back to PyTorch's reference GEMM: a bf16-autocast step of
+    the study's reader took 9.9x the float32 time on an AVX2 EPYC (25.5 s against 2.6 s;
+    bench/reader_step.py)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
