@@ -205,8 +205,8 @@ def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teac
     """(method, seed) -> run values: the same student, steps, lr and completion rows per step."""
     c = cfg.compare
     # Every run draws from the same first rows of the train split, as many as sft/kd use in the
-    # budget (grpo/opd/dgrpo draw a quarter of them at G = 4): tokenizing all 48,000 rows of
-    # the full study would cost each run minutes for a few hundred it can use.
+    # budget (grpo/opd/dgrpo draw a quarter of them at G = 4): tokenizing all 24,000 training
+    # rows of the full study would cost each run a minute or more for a few hundred it can use.
     rows = c.steps * c.batch_size * c.group_size
     jobs = {}
     for method in c.methods:
