@@ -126,7 +126,7 @@ def prepare(
         skipped_long += fits.count(False)
         wanted = zip(fields, fits, strict=True)
         targets = [response_text(f, cfg) if fit and with_response else None for f, fit in wanted]
-        responses = _encode([t or "" for t in targets], tokenizer) if with_response else targets
+        responses = _encode([t or "" for t in targets], tokenizer) if with_response else [None] * len(fields)
         for offset, (row, prompt_ids, fit, target, response_ids) in enumerate(
             zip(fields, prompts, fits, targets, responses, strict=True)
         ):

@@ -226,6 +226,11 @@ def min_candidates(length: int) -> int:
     return 3 if length < 4096 else 5 if length < 8192 else 8
 
 
+def too_few_candidates(c: ChainRow) -> bool:
+    """The context names fewer entities of the answer's fine type than `min_candidates`."""
+    return len(c.candidates) < min_candidates(c.row["length"])
+
+
 # --- grounding baselines -----------------------------------------------------------------------
 
 
@@ -409,7 +414,7 @@ def audit_rows(
             if scored:
                 value, base = fmean(s for s, _ in scored), fmean(b for _, b in scored)
                 results.append(AuditResult(name, label, round(value, 4), round(base, 4), margin, len(scored)))
-        few = sum(len(c.candidates) < min_candidates(c.row["length"]) for c in chained) / len(chained)
+        few = sum(map(too_few_candidates, chained)) / len(chained)
         results.append(
             AuditResult("too few candidates of type", label, round(few, 4), 0.0, 0.0, len(chained))
         )

@@ -228,18 +228,11 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
 
 def too_few_candidates(graph: WorldGraph, task: str, verification: dict, document: str, length: int) -> bool:
     """Whether a chain row's context names fewer entities of its answer's fine type than the
-    audit asks for ("too few candidates of type"), counted as the audit counts them: the sizer
-    may leave out decoy documents to fit a short length, and a guess among two is cheap (1.3% of
-    one-hop rows at 768 tokens and 0.5% at 1k, before such rows were redrawn)."""
-    if not audit.is_chain_row({"task": task, "verification": verification}):
-        return False
-    world = audit_world(graph)
-    needed, named = audit.min_candidates(length), 0
-    for entity in world.of_fine_type(world.fine[verification["answer_entity"]]):
-        named += bool(audit.mentions(document, world.names[entity]))
-        if named == needed:
-            return False
-    return True
+    audit asks for, by the audit's own check ("too few candidates of type"): the sizer may leave
+    out decoy documents to fit a short length, and a guess among two is cheap (1.3% of one-hop
+    rows at 768 tokens and 0.5% at 1k, before such rows were redrawn)."""
+    row = {"task": task, "verification": verification, "document": document, "length": length}
+    return audit.is_chain_row(row) and audit.too_few_candidates(audit.chain_row(row, audit_world(graph)))
 
 
 @lru_cache(maxsize=4)  # the worlds a worker is building rows of (one at a time)

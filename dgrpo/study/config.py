@@ -105,6 +105,12 @@ class MethodsSpec(Section):
         None, ge=1, description="Held-out rows scored per split (the first N of validation and of test)."
     )
 
+    @property
+    def train_rows(self) -> int:
+        """Training rows every run draws from (the first of the split): as many as sft/kd use in
+        the budget; grpo/opd/dgrpo draw 1/G of them."""
+        return self.steps * self.batch_size * self.group_size
+
 
 class StudyConfig(Section):
     out_dir: str = Field("out/study", description="Cache of every stage; a rerun skips finished stages.")

@@ -202,12 +202,10 @@ def reader_bf16(mode: str) -> bool:
 
 
 def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teacher: str) -> dict:
-    """(method, seed) -> run values: the same student, steps, lr and completion rows per step."""
+    """(method, seed) -> run values: the same student, steps, lr and completion rows per step.
+    Each run tokenizes only the rows it can draw (compare.train_rows): all 24,000 training rows
+    of the full study would cost every run a minute or more for a few hundred it uses."""
     c = cfg.compare
-    # Every run draws from the same first rows of the train split, as many as sft/kd use in the
-    # budget (grpo/opd/dgrpo draw a quarter of them at G = 4): tokenizing all 24,000 training
-    # rows of the full study would cost each run a minute or more for a few hundred it can use.
-    rows = c.steps * c.batch_size * c.group_size
     jobs = {}
     for method in c.methods:
         fixed = method in ("sft", "kd")
@@ -216,7 +214,7 @@ def comparison_jobs(cfg: StudyConfig, data: Path, root: Path, student: str, teac
         for seed in c.seeds:
             jobs[method, seed] = run_values(
                 cfg, data, root / "runs" / f"{method}-{seed}", student, method, seed, c.steps, c.lr, batch,
-                teacher if method in ("kd", "opd", "dgrpo") else None, train_rows=rows, **loss,
+                teacher if method in ("kd", "opd", "dgrpo") else None, train_rows=c.train_rows, **loss,
             )  # fmt: skip
     return jobs
 
