@@ -10,11 +10,13 @@ after a document's own date, one sentence that names both the start and the answ
 The audit reads only the rows' text and the saved worlds (as plain JSON), never the
 generator's indexes, so a generator bug cannot hide itself. The result is a list of
 `AuditResult` records, one rule for all of them: a record passes when
-`value <= chance + margin`; other sections (e.g. reward attacks) append records of the same
+`value <= limit`, the chance plus the margin or, on few rows, plus the sampling noise a fair
+guess shows there (`AuditResult.limit`); other sections (e.g. reward attacks) append records of the same
 shape. `docs/rows.md` documents the columns the audit reads.
 """
 
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -31,8 +33,11 @@ from longblocks.render.env import TEMPLATES_DIR
 MARGIN = 0.10  # how far a baseline may beat chance before the dataset fails validation
 MAX_REPEATS = 0.03  # share of a context's sentences that repeat an earlier one exactly
 MAX_FINAL_RELATION = 0.25  # share of one final relation among the chains of a split and length
-MIN_BUCKET = 20  # (split, length) buckets smaller than this are too noisy for the relation check
+# (split, length) buckets smaller than this are too noisy for the relation check: among 23
+# validation rows of a fair mix, 6 shared one final relation (0.26 against a limit of 0.25).
+MIN_BUCKET = 50
 MIN_ROWS = 50  # rows a baseline needs before its distance from chance is judged
+NOISE_Z = 3.0  # a baseline fails only this many standard errors of a fair guess above chance
 ATTACK_LIMIT = 0.2  # the most a reward attack (a response without the skill) may earn
 ATTACK_ROWS = 300  # rows the reward attacks are scored on (the first by id: ~50 ms a row)
 AUDIT_FILE = "audit.json"
@@ -45,7 +50,7 @@ _PLACEHOLDER = re.compile(r"\{\{ *(\w+) *\}\}")
 
 @dataclass(frozen=True)
 class AuditResult:
-    """One measured baseline or check: it passes when `value <= chance + margin`."""
+    """One measured baseline or check: it passes when `value <= limit`."""
 
     name: str
     task: str  # the rows it was measured on, e.g. "multihop" or "grounding/abstain"
@@ -61,11 +66,22 @@ class AuditResult:
         return self.chance == 0 or self.n >= MIN_ROWS or self.name.startswith("attack: ")
 
     @property
+    def limit(self) -> float:
+        """chance + margin, or chance + NOISE_Z standard errors of a fair guess over n rows when
+        that is more: on 71 comparison rows a fair coin scores 0.5 ± 0.06 and passes 0.60 about
+        one time in twenty, while an audit judges about 20 baselines. On a few hundred rows the
+        margin decides."""
+        if not (0 < self.chance < 1 and self.n):
+            return self.chance + self.margin  # an exact count or an attack: no guess to be lucky
+        noise = NOISE_Z * math.sqrt(self.chance * (1 - self.chance) / self.n)
+        return min(1.0, self.chance + max(self.margin, noise))
+
+    @property
     def passed(self) -> bool:
-        return not self.judged or self.value <= self.chance + self.margin + 1e-12
+        return not self.judged or self.value <= self.limit + 1e-12
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "judged": self.judged, "passed": self.passed}
+        return {**asdict(self), "limit": round(self.limit, 4), "judged": self.judged, "passed": self.passed}
 
 
 # --- the world, read as plain data -------------------------------------------------------------
@@ -582,7 +598,7 @@ def render_table(results: Iterable[AuditResult]) -> str:
     lines = ["| check | rows | n | value | chance | limit | passed |", "|---|---|---:|---:|---:|---:|:---:|"]
     for r in results:
         lines.append(
-            f"| {r.name} | {r.task} | {r.n} | {r.value:g} | {r.chance:g} | {r.chance + r.margin:.4g} | "
+            f"| {r.name} | {r.task} | {r.n} | {r.value:g} | {r.chance:g} | {r.limit:.4g} | "
             f"{'yes' if r.passed and r.judged else '**no**' if r.judged else f'n < {MIN_ROWS}'} |"
         )
     return "\n".join(lines)

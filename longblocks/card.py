@@ -344,7 +344,7 @@ def plot_audit(results: list[AuditResult], path: Path) -> None:
             [r.chance for r in baselines], y, color=COLORS[2], marker="|", s=200, label="chance", zorder=3
         )
         ax.scatter(
-            [r.chance + r.margin for r in baselines],
+            [r.limit for r in baselines],
             y,
             color=COLORS[3],
             marker="|",

@@ -424,8 +424,7 @@ def _check_shortcuts(rows, worlds, margin: float, report: Report) -> None:
     for result in results:
         if not result.judged:
             continue
-        limit = result.chance + result.margin
-        problem = f"{result.value:g} > limit {limit:.4g} (chance {result.chance:g})"
+        problem = f"{result.value:g} > limit {result.limit:.4g} (chance {result.chance:g})"
         report.record("shortcuts", f"{result.task}: {result.name}", [] if result.passed else [problem])
 
 

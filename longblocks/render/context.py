@@ -14,6 +14,7 @@ paraphrase is a few tokens longer or shorter) absorb the last few tokens.
 """
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from longblocks.errors import UserError
@@ -308,7 +309,15 @@ class ContextBuilder:
         if residual == 0:
             return 0
         # A slot is (document, sentence index) or (document, None) for the header and footer.
-        slots = [(d, i) for d, doc in enumerate(documents) for i in (None, *range(len(doc.facts)))]
+        # Frames of an entity with several documents here (a person's two dated records) stay:
+        # its frames differ only in their dateline, and two swapped ones could repeat a title.
+        per_entity = Counter(doc.entity for doc in documents)
+        slots = [
+            (d, i)
+            for d, doc in enumerate(documents)
+            for i in (None, *range(len(doc.facts)))
+            if i is not None or per_entity[doc.entity] == 1
+        ]
         rng.shuffle(slots)
         limit = abs(residual) + 64
         reachable: dict[int, tuple] = {0: ()}  # total change -> ((document, slot, new text), ...)

@@ -32,6 +32,12 @@ GENRES: dict[EntityType, tuple[str, ...]] = {
 MAX_FACTS_PER_DOCUMENT = 8
 _YEARS = ("year", "since", "until")  # fact attributes that are dates
 _PLAIN_VARIABLE = re.compile(r"\{\{ *(\w+) *\}\}")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")  # a title ends at its line break
+
+
+def split_sentences(text: str) -> set[str]:
+    """The sentences of a piece of text (a title is one), as the audit's repeat check sees them."""
+    return {s.strip() for s in _SENTENCE_END.split(text) if s.strip()}
 
 
 class Variant:
@@ -120,6 +126,11 @@ class Document:
         return replace(
             self, facts=tuple(self.facts[i] for i in keep), sentences=tuple(self.sentences[i] for i in keep)
         )
+
+    @property
+    def frame_sentences(self) -> frozenset[str]:
+        """Its title, intro, dateline and footer sentences."""
+        return frozenset(split_sentences(self.header + self.footer))
 
     def with_frame(self, header: str, footer: str) -> "Document":
         return replace(self, header=header, footer=footer)
@@ -221,17 +232,20 @@ class Renderer:
         other = self.dated_document(entity, [], year, f"{self._seed}:{entity}:frame{k}")
         return other.header, other.footer
 
-    def dated_document(self, entity: str, facts: list[Fact], year: int, key: str) -> Document:
+    def dated_document(
+        self, entity: str, facts: list[Fact], year: int, key: str, unlike: frozenset[str] = frozenset()
+    ) -> Document:
         """A document about `entity` stating `facts` (in order), dated `year`; `key` seeds
-        the choice of genre and frame sentences."""
+        the choice of genre and frame sentences, none of which is one of `unlike` while a
+        variant allows (two records of one person in one context must not share a title)."""
         focus = self.graph.entities[entity]
         genres = GENRES[focus.type]
         genre = genres[_pick(key, len(genres))]
         values = {"name": focus.name, "kind": self.kind_word(focus), "year": focus.year}
         titles, intros, footers, datelines = _document_templates(self.language, genre)
-        title = _choose(titles, f"{key}:title").render(**values)
-        intro = _choose(intros, f"{key}:intro").render(**values)
-        footer = _choose(footers, f"{key}:footer").render(**values)
+        title = _choose_new(titles, f"{key}:title", values, unlike)
+        intro = _choose_new(intros, f"{key}:intro", values, unlike)
+        footer = _choose_new(footers, f"{key}:footer", values, unlike)
         dateline = _choose(datelines, f"{key}:date").render(name=focus.name, year=year)
         return Document(
             doc_id="",
@@ -256,3 +270,13 @@ def _document_templates(language: str, genre: str) -> tuple[tuple[Variant, ...],
 
 def _choose(options, key: str):
     return options[_pick(key, len(options))]
+
+
+def _choose_new(options: tuple[Variant, ...], key: str, values: dict, unlike: frozenset[str]) -> str:
+    """The variant `key` picks, rendered, or the next one whose sentences are none of `unlike`."""
+    start = _pick(key, len(options))
+    for k in range(len(options)):
+        text = options[(start + k) % len(options)].render(**values)
+        if not unlike or not split_sentences(text) & unlike:
+            return text
+    return options[start].render(**values)  # every variant is taken: the picked one

@@ -195,19 +195,29 @@ def _draw_sides(
 ) -> list[tuple[list[str], list[Fact]]] | None:
     """Two chains to two people born in different years, first-named first.
 
-    The final relations are drawn first, then which side is the elder (a fair coin), then the
-    ends: so neither a position nor a final relation (founders and parents tend to be older than
-    spouses and children) predicts the answer. The draw keeps its coin through retries."""
+    The final relations are drawn first, then which side is the elder (a fair coin), then
+    whether the elder is the one with more facts (a second coin), then the ends: so neither a
+    position, a final relation (founders and parents tend to be older than spouses and children)
+    nor how often a context names each person predicts the answer. Older people have more facts
+    (children, posts, a spouse); a person's facts decide how often a context names them (they
+    ordered the mentions of 410 of 438 comparisons at 1k), and without the second coin the more
+    often named of the two was the elder in 0.61 of them. The draw keeps its coins through retries."""
     relations = [rng.choice(PERSON_RELATIONS), rng.choice(PERSON_RELATIONS)]
     elder_first = rng.random() < 0.5
+    elder_busier = rng.random() < 0.5
     pools = [_born(graph, r) for r in relations]
     if not all(pools):
         return None
     for _ in range(COMPARISON_TRIES):
         first = rng.choice(pools[0])
-        year = graph.entities[first].year
-        later = [p for p in pools[1] if (graph.entities[p].year > year) == elder_first]
-        later = [p for p in later if graph.entities[p].year != year]
+        year, facts = graph.entities[first].year, len(graph.facts_of(first))
+        later = [
+            p
+            for p in pools[1]
+            if graph.entities[p].year != year
+            and (graph.entities[p].year > year) == elder_first
+            and _fair_facts(len(graph.facts_of(p)) - facts, elder_first == elder_busier)
+        ]
         if not later:
             continue
         second = rng.choice(later)
@@ -218,6 +228,12 @@ def _draw_sides(
             continue  # two separate chains: neither passes through the other's people
         return sides
     return None
+
+
+def _fair_facts(second_minus_first: int, first_busier: bool) -> bool:
+    """Whether the second person's fact count against the first's agrees with the coin that
+    says which of the two has more facts; equal counts suit either side of the coin."""
+    return second_minus_first == 0 or (second_minus_first < 0) == first_busier
 
 
 def sample_comparison(renderer: Renderer, rng: random.Random, params: TaskParams) -> TaskInstance | None:

@@ -37,7 +37,9 @@ def record_pair(
     current_year = min(LAST_YEAR, newest + rng.randint(0, 3))
     seed = graph.world.seed
     stale = renderer.dated_document(head, [old, *stale_extra], stale_year, key=f"{seed}:stale:{old.id}")
-    current = renderer.dated_document(head, current_extra, current_year, key=f"{seed}:current:{new.id}")
+    current = renderer.dated_document(
+        head, current_extra, current_year, key=f"{seed}:current:{new.id}", unlike=stale.frame_sentences
+    )
     return stale, current
 
 

@@ -126,11 +126,23 @@ def test_every_dateline_reads_back_its_year(language):
 
 
 def test_a_record_passes_within_chance_plus_margin_and_small_samples_are_not_judged():
-    assert AuditResult("b", "t", 0.3, 0.2, 0.1, 100).passed
-    assert not AuditResult("b", "t", 0.31, 0.2, 0.1, 100).passed
+    assert AuditResult("b", "t", 0.3, 0.2, 0.1, 1000).passed
+    assert not AuditResult("b", "t", 0.31, 0.2, 0.1, 1000).passed
     small = AuditResult("b", "t", 0.9, 0.2, 0.1, 10)
     assert small.passed and not small.judged
     assert not AuditResult("exact", "t", 1, 0, 0, 3).passed  # exact counts are judged at any size
+
+
+def test_on_few_rows_the_limit_allows_the_noise_of_a_fair_guess():
+    # 71 comparisons: a fair coin's standard error is 0.059, so 3 of them (0.178) outweigh the margin.
+    few = AuditResult("first-named", "t", 0.62, 0.5, 0.1, 71)
+    assert few.limit == pytest.approx(0.5 + 3 * (0.25 / 71) ** 0.5) and few.passed
+    assert not AuditResult("first-named", "t", 0.70, 0.5, 0.1, 71).passed
+    assert AuditResult("first-named", "t", 0.62, 0.5, 0.1, 438).limit == pytest.approx(0.6)  # margin decides
+    assert AuditResult("exact", "t", 0.0, 0, 0.03, 5).limit == 0.03  # no chance, no noise
+    record = AuditResult("b", "t", 0.5, 0.5, 0.1, 60).as_dict()
+    assert record["limit"] == round(0.5 + 3 * (0.25 / 60) ** 0.5, 4)
+    assert AuditResult("b", "t", 0.5, 0.5, 0.1, 2).limit == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +173,10 @@ def test_cli_audit_exit_codes(saved, tmp_path, capsys, monkeypatch):
     out = tmp_path / "audit.json"
     assert main(["audit", str(saved), "--json", str(out)]) == 0
     assert "| check |" in capsys.readouterr().out and json.loads(out.read_text())
-    # Judged on any number of rows, a margin below zero puts every baseline over its limit.
+    # Judged on any number of rows and without a noise allowance, a margin below zero puts every
+    # baseline over its limit.
     monkeypatch.setattr(audit, "MIN_ROWS", 1)
+    monkeypatch.setattr(audit, "NOISE_Z", 0.0)
     assert main(["audit", str(saved), "--margin", "-1"]) == 1
     assert main(["audit", str(tmp_path / "nowhere")]) == 2
 
