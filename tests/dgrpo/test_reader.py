@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from dgrpo.models import load_model
+from dgrpo.study import reader
 from dgrpo.study.reader import DONE, WARMUP_STEPS, batch_loss, learning_rate, sequences, train_reader
 from tests.dgrpo.toy import make_dataset, make_model, make_tokenizer
 
@@ -79,3 +80,40 @@ def test_a_bf16_autocast_reader_learns_keeps_float32_weights_and_is_keyed_apart(
     assert {p.dtype for p in load_model(str(out)).parameters()} == {torch.float32}
     train_reader(str(init), data, out, steps=60, batch_size=8, lr=1e-2, prompt_weight=0.3, seed=0)
     assert "autocast" not in json.loads((out / "reader-args.json").read_text())  # trained again in float32
+
+
+def test_a_stopped_reader_run_continues_from_its_checkpoint_on_the_same_curve(toy, monkeypatch):
+    tmp, data, init, _ = toy
+    kwargs = dict(
+        steps=12, batch_size=4, lr=1e-2, prompt_weight=0.3, seed=0, snapshots=(6,), checkpoint_every=4
+    )
+    whole = train_reader(str(init), data, tmp / "whole", **kwargs)
+    calls = {"n": 0}
+
+    def stop_at_step_10(*args):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return batch_loss(*args)
+
+    monkeypatch.setattr(reader, "batch_loss", stop_at_step_10)
+    with pytest.raises(KeyboardInterrupt):
+        train_reader(str(init), data, tmp / "stopped", **kwargs)
+    stopped = tmp / "stopped"
+    assert (stopped / reader.RESUME).is_file() and not (stopped / DONE).exists()
+    assert torch.load(stopped / reader.RESUME, weights_only=False)["step"] == 8
+    monkeypatch.undo()
+    calls["n"] = 0
+    train_reader(str(init), data, stopped, **kwargs)  # steps 9-12 again, from the step-8 checkpoint
+
+    def losses(out):
+        return [
+            (r["step"], r["loss"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+        ]
+
+    assert losses(stopped) == losses(whole) and len(losses(whole)) == 12
+    resumed = load_model(str(stopped)).state_dict()
+    for name, weight in load_model(str(whole)).state_dict().items():
+        assert torch.equal(weight, resumed[name]), name
+    assert (stopped / DONE).is_file() and not (stopped / reader.RESUME).exists()
+    assert (stopped / "step-6" / "config.json").is_file()

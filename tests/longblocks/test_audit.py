@@ -125,6 +125,14 @@ def test_every_dateline_reads_back_its_year(language):
     assert len(years) == 60
 
 
+def test_the_generator_asks_for_at_least_the_candidates_the_audit_judges():
+    from longblocks.tasks.chains import min_candidates
+
+    for length in (256, 1024, 4095, 4096, 8191, 8192, 32768, 65536, 131072):
+        assert min_candidates(length) >= audit.min_candidates(length)
+    assert (min_candidates(131072), audit.min_candidates(131072)) == (32, 8)
+
+
 def test_a_record_passes_within_chance_plus_margin_and_small_samples_are_not_judged():
     assert AuditResult("b", "t", 0.3, 0.2, 0.1, 1000).passed
     assert not AuditResult("b", "t", 0.31, 0.2, 0.1, 1000).passed
