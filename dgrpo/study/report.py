@@ -143,7 +143,10 @@ def plot_curves(series: dict[str, list[float]], ylabel: str, path: Path, smooth:
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel}: mean over seeds, {smooth}-step moving average", fontsize=9)
-    ax.legend()
+    if series:
+        ax.legend()
+    else:  # e.g. a study of sft and kd only: no run samples, so none logs a reward
+        ax.text(0.5, 0.5, "no method of this study logs it", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -2,6 +2,7 @@
 input with one line, and the report turns runs into the table, plots and summary line."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from dgrpo.study import pipeline
 from dgrpo.study.__main__ import main
 from dgrpo.study.assets import EOS, parameter_counts, save_model, train_bpe
 from dgrpo.study.config import StudyConfig, load_study_config
-from dgrpo.study.report import method_table, verdicts, write_report
+from dgrpo.study.report import method_table, plot_curves, verdicts, write_report
 
 TEXTS = ["Mara Quill has been a member of Ostwick Holdings since 1990.", "Answer: Mara Quill"] * 20
 ARCH = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -141,3 +142,11 @@ def test_teacher_autocast_auto_trains_in_bf16_only_where_the_cpu_multiplies_it(
     monkeypatch.setattr(pipeline, "native_bf16", lambda device: native)
     assert pipeline.reader_bf16(mode) is bf16
     assert ("without native bf16" in caplog.text) is warned
+
+
+def test_a_curve_plot_with_no_run_logging_it_says_so_without_a_warning(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns on a legend with nothing to label
+        plot_curves({}, "reward", tmp_path / "reward.png")
+        plot_curves({"grpo": [0.1, 0.3, 0.2]}, "reward", tmp_path / "grpo.png")
+    assert (tmp_path / "reward.png").stat().st_size > 1000 and (tmp_path / "grpo.png").stat().st_size > 1000
