@@ -2,6 +2,7 @@
 input with one line, and the report turns runs into the table, plots and summary line."""
 
 import json
+import statistics
 import warnings
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from dgrpo.study import pipeline
 from dgrpo.study.__main__ import main
 from dgrpo.study.assets import EOS, parameter_counts, save_model, train_bpe
 from dgrpo.study.config import StudyConfig, load_study_config
-from dgrpo.study.report import method_table, plot_curves, verdicts, write_report
+from dgrpo.study.report import (
+    method_table,
+    paired_interval,
+    per_row_accuracy,
+    plot_curves,
+    verdicts,
+    write_report,
+)
 
 TEXTS = ["Mara Quill has been a member of Ostwick Holdings since 1990.", "Answer: Mara Quill"] * 20
 ARCH = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -46,8 +54,9 @@ def test_bad_study_configs_are_one_line_errors(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def record(reward: float) -> dict:
-    return {"task": "multihop", "length": "1k", "depth": "0.2-0.4", "reward": reward, "truncated": False}
+def record(reward: float, row: int = 0) -> dict:
+    return {"id": f"r{row}", "task": "multihop", "length": "1k", "depth": "0.2-0.4", "reward": reward,
+            "truncated": False}  # fmt: skip
 
 
 def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
@@ -61,7 +70,8 @@ def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
             run_dir.mkdir()
             lines = [json.dumps({"reward/mean": 0.1 * step, "kl_teacher": 1 / step}) for step in range(1, 4)]
             (run_dir / "metrics.jsonl").write_text("\n".join(lines))
-            runs[method, seed] = (run_dir, {"records": [record(v) for v in values], "retention": None})
+            records = [record(v, row) for row, v in enumerate(values)]
+            runs[method, seed] = (run_dir, {"records": records, "retention": None})
     for name, loss in (("teacher", 0.5), ("student0", 2.0)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"loss": loss}))
@@ -85,7 +95,7 @@ def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
     assert "| dgrpo | 0.750 ± 0.354 |" in text and "Not run: `retention.length` is unset" in text
     assert "teacher 0.50, student0 2.00" in text
     assert "0.250; the strongest answer-picking baseline of that audit (most-mentioned of type):" in text
-    assert "| grpo | +0.500 | 0.707 | no |" in text  # dgrpo 0.75 ± 0.35 against grpo 0.25 ± 0.35
+    assert "| grpo | +0.500 | 0.707 | no | too few rows (2) | no |" in text  # 0.75 ± 0.35 against 0.25 ± 0.35
     pngs = {p.name for p in (tmp_path / "docs" / "results").iterdir()}
     assert pngs == {"reward.png", "kl.png", "teacher.png", "heatmap-grpo.png", "heatmap-dgrpo.png"}
 
@@ -99,6 +109,39 @@ def test_verdicts_call_a_difference_beyond_the_seed_spread():
     by_other = {v["other"]: v for v in verdicts(table)}
     assert by_other["grpo"]["beyond"] and by_other["grpo"]["diff"] == pytest.approx(0.1)
     assert not by_other["opd"]["beyond"] and by_other["opd"]["spread"] == pytest.approx(0.07)
+
+
+def _runs(method_hits: dict[str, list[list[bool]]]) -> dict:
+    """Study runs as write_report sees them: (method, seed) -> (dir, {records}), rows r0, r1, ..."""
+    return {
+        (method, seed): (
+            None,
+            {"records": [{"id": f"r{i}", "reward": float(hit)} for i, hit in enumerate(hits)]},
+        )
+        for method, seeds in method_hits.items()
+        for seed, hits in enumerate(seeds)
+    }
+
+
+def test_the_paired_interval_says_whether_the_held_out_rows_tell_two_methods_apart():
+    # 80 rows; dgrpo answers rows 0-39 in both seeds, grpo rows 0-29 in one seed and 0-31 in the other.
+    runs = _runs({"dgrpo": [[i < 40 for i in range(80)]] * 2,
+                  "grpo": [[i < 30 for i in range(80)], [i < 32 for i in range(80)]]})  # fmt: skip
+    rows = {m: per_row_accuracy(runs, m) for m in ("dgrpo", "grpo")}
+    assert rows["grpo"]["r30"] == 0.5 and rows["grpo"]["r0"] == 1.0 and len(rows["dgrpo"]) == 80
+    low, high, n = paired_interval(rows["dgrpo"], rows["grpo"])
+    diffs = [0.0] * 30 + [0.5] * 2 + [1.0] * 8 + [0.0] * 40
+    mean, half = sum(diffs) / 80, 1.96 * statistics.stdev(diffs) / 80**0.5
+    assert n == 80 and (low, high) == pytest.approx((mean - half, mean + half))
+    assert low > 0  # 8 to 10 more rows of 80 in each seed: the rows tell them apart
+    table = {"dgrpo": {"accuracy": (0.5, 0.0)}, "grpo": {"accuracy": (0.3875, 0.0177)}}
+    (verdict,) = verdicts(table, rows=rows)
+    assert verdict["rows_beyond"] and verdict["rows"] == 80 and verdict["beyond"]
+    # one row's difference is not evidence
+    one = _runs({"dgrpo": [[i < 1 for i in range(80)]], "grpo": [[False] * 80]})
+    low, high, _ = paired_interval(per_row_accuracy(one, "dgrpo"), per_row_accuracy(one, "grpo"))
+    assert low < 0 < high
+    assert "rows" not in verdicts(table)[0]  # without rows: the seed spread only
 
 
 def test_a_student_snapshot_needs_a_reader_teacher(tmp_path):
