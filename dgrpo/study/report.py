@@ -110,7 +110,7 @@ def verdicts(table: dict[str, dict], method: str = "dgrpo", rows: dict | None = 
         verdict = {"other": other, "diff": diff, "spread": sd + other_sd, "beyond": abs(diff) > sd + other_sd}
         if rows and method in rows and other in rows:
             low, high, n = paired_interval(rows[method], rows[other])
-            interval = (low, high) if n >= PAIRED_MIN_ROWS else None
+            interval = None if math.isinf(high) else (low, high)  # too few rows for one
             verdict |= {"interval": interval, "rows": n, "rows_beyond": low > 0 or high < 0}
         out.append(verdict)
     return out

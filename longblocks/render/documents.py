@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
 
+from longblocks.audit import sentences
 from longblocks.render.env import TEMPLATES_DIR, environment
 from longblocks.world.entities import kind_word, lexicon
 from longblocks.world.graph import LAST_YEAR, WorldGraph
@@ -32,12 +33,6 @@ GENRES: dict[EntityType, tuple[str, ...]] = {
 MAX_FACTS_PER_DOCUMENT = 8
 _YEARS = ("year", "since", "until")  # fact attributes that are dates
 _PLAIN_VARIABLE = re.compile(r"\{\{ *(\w+) *\}\}")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")  # a title ends at its line break
-
-
-def split_sentences(text: str) -> set[str]:
-    """The sentences of a piece of text (a title is one), as the audit's repeat check sees them."""
-    return {s.strip() for s in _SENTENCE_END.split(text) if s.strip()}
 
 
 class Variant:
@@ -129,8 +124,8 @@ class Document:
 
     @property
     def frame_sentences(self) -> frozenset[str]:
-        """Its title, intro, dateline and footer sentences."""
-        return frozenset(split_sentences(self.header + self.footer))
+        """Its title, intro, dateline and footer sentences, split as the audit's repeat check splits."""
+        return frozenset(sentences(self.header + self.footer))
 
     def with_frame(self, header: str, footer: str) -> "Document":
         return replace(self, header=header, footer=footer)
@@ -277,6 +272,6 @@ def _choose_new(options: tuple[Variant, ...], key: str, values: dict, unlike: fr
     start = _pick(key, len(options))
     for k in range(len(options)):
         text = options[(start + k) % len(options)].render(**values)
-        if not unlike or not split_sentences(text) & unlike:
+        if not unlike or unlike.isdisjoint(sentences(text)):  # most documents have no twin
             return text
     return options[start].render(**values)  # every variant is taken: the picked one
