@@ -2,8 +2,14 @@
 
 Every stage goes through the public entry points (`longblocks generate`, `dgrpo.trainer.train`,
 `dgrpo.evaluate.evaluate`), so the study measures exactly what a user runs.
+
+A cached stage is reused only if it was made from the same inputs. Generated folders are keyed by
+their arguments and by the generator's code (`generator_version`): after a change to longblocks the
+same config draws other rows. The trained stages name their data by path, so when the data or the
+tokenizer is made again they are removed (`drop_stale_stages`) rather than trusted.
 """
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -11,11 +17,13 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from functools import cache
 from pathlib import Path
 
 import datasets
 import torch
 
+import longblocks
 from dgrpo.config import make_config
 from dgrpo.errors import UserError
 from dgrpo.evaluate import evaluate
@@ -26,19 +34,39 @@ from dgrpo.study.reader import train_reader
 
 log = logging.getLogger(__name__)
 HELD_OUT = ("validation", "test")  # world-disjoint from train
+STAMP = "study-args.json"  # what a generated folder (or the tokenizer) was made from
+INPUTS = "inputs.json"  # the stamps of the data the trained stages below were made from
+TRAINED = ("teacher-init", "teacher", "student-init", "student0", "runs")
+
+
+@cache
+def generator_version() -> str:
+    """A hash of longblocks' code and templates: what the rows of a given config depend on."""
+    from longblocks.render.env import TEMPLATES_DIR
+
+    digest = hashlib.sha256()
+    for folder, pattern in ((Path(longblocks.__file__).parent, "*.py"), (TEMPLATES_DIR, "*")):
+        for file in sorted(f for f in folder.rglob(pattern) if f.is_file() and "__pycache__" not in f.parts):
+            digest.update(file.relative_to(folder).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def stamp_of(folder: Path) -> dict | None:
+    stamp = folder / STAMP
+    return json.loads(stamp.read_text()) if stamp.is_file() else None
 
 
 def generate(out: Path, *args: str) -> Path:
-    """`longblocks generate ... --out out`, once: a folder made by the same arguments is reused,
-    one made by others (the config changed) is generated again."""
-    stamp = out / "study-args.json"
-    if not stamp.is_file() or json.loads(stamp.read_text()) != list(args):
+    """`longblocks generate ... --out out`, once: a folder made by the same arguments and the same
+    generator code is reused, any other (the config or longblocks changed) is generated again."""
+    stamp = {"args": list(args), "generator": generator_version()}
+    if stamp_of(out) != stamp:
         command = [sys.executable, "-m", "longblocks.cli", "generate", *args, "--out", str(out)]
         done = subprocess.run([*command, "--overwrite"], capture_output=True, text=True)
         if done.returncode != 0:
             problem = f"longblocks generate failed: {done.stderr.strip()[-300:]}"
             raise UserError(problem, "check the data section of the study config")
-        stamp.write_text(json.dumps(list(args)))
+        (out / STAMP).write_text(json.dumps(stamp))
     return out
 
 
@@ -47,15 +75,16 @@ def tokenizer_dir(cfg: StudyConfig, root: Path) -> Path:
     questions of the study's task family, whatever hops the study asks: documents dominate it)."""
     if cfg.tokenizer.path:
         return Path(cfg.tokenizer.path)
-    out = root / "tokenizer"
-    if not (out / "tokenizer.json").is_file():
-        spec = cfg.data
-        corpus = generate(root / "corpus", "--task", spec.task, "--hops", "2", "--length", "1k",
-                          "--num-examples", str(cfg.tokenizer.corpus_examples),
-                          "--workers", str(spec.workers))  # fmt: skip
+    out, spec = root / "tokenizer", cfg.data
+    corpus = generate(root / "corpus", "--task", spec.task, "--hops", "2", "--length", "1k",
+                      "--num-examples", str(cfg.tokenizer.corpus_examples),
+                      "--workers", str(spec.workers))  # fmt: skip
+    stamp = {"corpus": stamp_of(corpus), "vocab_size": cfg.tokenizer.vocab_size}
+    if stamp_of(out) != stamp or not (out / "tokenizer.json").is_file():
         rows = datasets.load_from_disk(str(corpus))["train"]
         fields = ("system", "document", "question", "instruction", "reference")
         train_bpe((row[f] for row in rows for f in fields if row.get(f)), cfg.tokenizer.vocab_size, out)
+        (out / STAMP).write_text(json.dumps(stamp))
     return out
 
 
@@ -77,6 +106,20 @@ def retention_data(cfg: StudyConfig, root: Path, tokenizer: Path) -> Path | None
     return generate(root / "retention", *task_args(spec), "--length", length,
                     "--num-examples", str(cfg.retention.num_examples), "--workers", str(spec.workers),
                     "--tokenizer", str(tokenizer), "--seed", "1")  # fmt: skip
+
+
+def drop_stale_stages(root: Path, inputs: dict) -> None:
+    """Remove the trained stages unless root/inputs.json says they were made from `inputs` (the
+    stamps of the tokenizer and the data): a teacher keyed by its data's path alone would otherwise
+    be reused, or resumed, on rows it was never trained on."""
+    stamp = root / INPUTS
+    if not stamp.is_file() or json.loads(stamp.read_text()) != inputs:
+        stale = [name for name in TRAINED if (root / name).exists()]
+        if stale:
+            log.info("the data changed: training %s again", ", ".join(stale))
+        for name in stale:
+            shutil.rmtree(root / name)
+    stamp.write_text(json.dumps(inputs))
 
 
 def initial_model(spec: ModelSpec, out: Path, tokenizer: Path, seed: int) -> str:
@@ -238,6 +281,8 @@ def run_study(cfg: StudyConfig) -> dict:
     probe = retention_data(cfg, root, tokenizer)
     probe = None if probe is None else str(probe)
     log.info("data ready: %s", data)
+    drop_stale_stages(root, {"tokenizer": stamp_of(tokenizer), "data": stamp_of(data),
+                             "retention": None if probe is None else stamp_of(Path(probe))})  # fmt: skip
     teacher_init = initial_model(cfg.teacher, root / "teacher-init", tokenizer, seed=1)
     student_init = None
     if cfg.student.from_teacher_step is None:

@@ -174,6 +174,60 @@ def test_a_generated_folder_is_reused_only_for_the_same_arguments(tmp_path):
     assert sum(json.loads((out / "generation.json").read_text())["summary"]["examples"].values()) == 4
 
 
+def test_a_generated_folder_is_made_again_after_the_generator_changed(tmp_path, monkeypatch):
+    args = ("--task", "multihop", "--hops", "1", "--length", "1k", "--num-examples", "2")
+    out = pipeline.generate(tmp_path / "data", *args)
+    first = (out / "dataset_dict.json").stat().st_mtime_ns
+    monkeypatch.setattr(pipeline, "generator_version", lambda: "another")
+    pipeline.generate(tmp_path / "data", *args)
+    assert (out / "dataset_dict.json").stat().st_mtime_ns != first
+    assert pipeline.stamp_of(out) == {"args": list(args), "generator": "another"}
+
+
+def test_the_generator_version_follows_its_templates(tmp_path, monkeypatch):
+    from longblocks.render import env
+
+    version = pipeline.generator_version()
+    assert len(version) == 16 and version == pipeline.generator_version()
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "question.jinja").write_text("What is {{ x }}?")
+    monkeypatch.setattr(env, "TEMPLATES_DIR", tmp_path)
+    pipeline.generator_version.cache_clear()
+    try:
+        moved = pipeline.generator_version()
+        (tmp_path / "en" / "question.jinja").write_text("Which is {{ x }}?")
+        pipeline.generator_version.cache_clear()
+        assert len({version, moved, pipeline.generator_version()}) == 3
+    finally:
+        pipeline.generator_version.cache_clear()
+
+
+def test_a_new_vocabulary_size_trains_the_tokenizer_again(tmp_path):
+    from transformers import AutoTokenizer
+
+    def tokenizer_size(vocab_size: int) -> int:
+        cfg = StudyConfig.model_validate({"tokenizer": {"vocab_size": vocab_size, "corpus_examples": 4}})
+        folder = pipeline.tokenizer_dir(cfg, tmp_path)
+        return len(AutoTokenizer.from_pretrained(folder, local_files_only=True))
+
+    assert tokenizer_size(300) == 300
+    assert tokenizer_size(400) == 400  # same corpus, other size: trained again, not reused
+
+
+def test_trained_stages_are_dropped_when_their_data_changed(tmp_path):
+    def trained(inputs: dict) -> list[str]:
+        for name in ("teacher", "runs"):
+            (tmp_path / name).mkdir(exist_ok=True)
+        pipeline.drop_stale_stages(tmp_path, inputs)
+        return sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+
+    old, new = {"data": {"generator": "a"}}, {"data": {"generator": "b"}}
+    assert trained(old) == []  # no record of what they were made from: not trusted
+    assert trained(old) == ["runs", "teacher"]  # made from the same data: kept (and resumed)
+    assert trained(new) == []
+    assert json.loads((tmp_path / pipeline.INPUTS).read_text()) == new
+
+
 @pytest.mark.parametrize(
     ("mode", "native", "bf16", "warned"),
     [("auto", True, True, False), ("auto", False, False, False), ("bf16", False, True, True),
