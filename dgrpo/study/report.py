@@ -18,6 +18,7 @@ from dgrpo.study.reading import held_out_rows, mean_reading, reading
 
 TEMPLATE = Path(__file__).with_name("results.md.jinja")
 PAIRED_MIN_ROWS = 20  # held-out rows a normal-approximation interval needs
+SIGNAL_WINDOW = 10  # steps at each end of a run over which the signal table averages
 
 
 def overall(result: dict) -> dict:
@@ -72,6 +73,34 @@ def curves(runs: dict, methods: list[str], name: str) -> dict[str, list[float]]:
         if series:
             out[method] = [statistics.fmean(values) for values in zip(*series, strict=True)]
     return out
+
+
+def training_signal(runs: dict, methods: list[str], window: int = SIGNAL_WINDOW) -> dict[str, dict]:
+    """method -> where its learning signal came from, as seed means: `flat`, the share of rollout
+    groups whose rewards were all equal (zero advantage: no reward signal), and (first, last) means
+    of the training reward and of the reverse KL to the teacher over `window` steps at each end
+    (None where the method does not log it). Only the methods that sample (grpo, opd, dgrpo)."""
+    out = {}
+    for method in methods:
+        logs = [metric_rows(run_dir) for (m, _), (run_dir, _) in runs.items() if m == method]
+        if not logs or "frac_reward_zero_std" not in logs[0][0]:
+            continue
+        out[method] = {
+            "flat": statistics.fmean(
+                statistics.fmean(row["frac_reward_zero_std"] for row in rows) for rows in logs
+            ),
+            "reward": _ends(logs, "reward/mean", window),
+            "kl": _ends(logs, "kl_teacher", window),
+        }
+    return out
+
+
+def _ends(logs: list[list[dict]], key: str, window: int) -> tuple[float, float] | None:
+    """(mean of `key` over the first `window` steps, over the last), each averaged over runs."""
+    if key not in logs[0][0]:
+        return None
+    first = statistics.fmean(statistics.fmean(row[key] for row in rows[:window]) for rows in logs)
+    return first, statistics.fmean(statistics.fmean(row[key] for row in rows[-window:]) for rows in logs)
 
 
 def response_nll(run_dir: Path, upto: int | None = None, last: int = 10) -> float:
@@ -234,7 +263,8 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
         baselines=baselines(root / "data", cfg.data.task),
         verdicts=verdicts(table, rows={m: per_row_accuracy(study["runs"], m) for m in methods}),
         reads=reads if rows else {}, teacher_minutes=teacher_minutes, train_rows=train_rows,
-        teacher_bf16=teacher_bf16,
+        teacher_bf16=teacher_bf16, signal=training_signal(study["runs"], methods),
+        signal_window=SIGNAL_WINDOW,
     )  # fmt: skip
     (report_dir / "results.md").write_text(text, encoding="utf-8")
     accuracies = {m: table[m]["accuracy"][0] for m in methods}

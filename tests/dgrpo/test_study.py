@@ -19,6 +19,7 @@ from dgrpo.study.report import (
     paired_interval,
     per_row_accuracy,
     plot_curves,
+    training_signal,
     verdicts,
     write_report,
 )
@@ -68,7 +69,11 @@ def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
         for seed, values in enumerate(rewards):
             run_dir = tmp_path / f"{method}-{seed}"
             run_dir.mkdir()
-            lines = [json.dumps({"reward/mean": 0.1 * step, "kl_teacher": 1 / step}) for step in range(1, 4)]
+            flat = {"grpo": 0.75, "dgrpo": 0.25}[method]  # share of groups with all-equal rewards
+            logged = [{"reward/mean": 0.1 * step, "frac_reward_zero_std": flat} for step in range(1, 4)]
+            if method == "dgrpo":
+                logged = [{**row, "kl_teacher": 1 / step} for step, row in enumerate(logged, 1)]
+            lines = [json.dumps(row) for row in logged]
             (run_dir / "metrics.jsonl").write_text("\n".join(lines))
             records = [record(v, row) for row, v in enumerate(values)]
             runs[method, seed] = (run_dir, {"records": records, "retention": None})
@@ -96,6 +101,13 @@ def test_the_report_holds_the_table_plots_and_summary_line(tmp_path):
     assert "teacher 0.50, student0 2.00" in text
     assert "0.250; the strongest answer-picking baseline of that audit (most-mentioned of type):" in text
     assert "| grpo | +0.500 | 0.707 | no | too few rows (2) | no |" in text  # 0.75 ± 0.35 against 0.25 ± 0.35
+    assert "| grpo | 0.75 | 0.200 → 0.200 | — |" in text  # 3 steps: both ends of 10 are all of them
+    assert "| dgrpo | 0.25 | 0.200 → 0.200 | 0.611 → 0.611 |" in text
+    signal = training_signal(runs, ["sft", "grpo", "dgrpo"], window=1)
+    assert set(signal) == {"grpo", "dgrpo"} and signal["grpo"]["kl"] is None  # sft ran no rollouts here
+    assert signal["grpo"]["reward"] == pytest.approx((0.1, 0.3)) and signal["dgrpo"]["kl"] == pytest.approx(
+        (1, 1 / 3)
+    )
     pngs = {p.name for p in (tmp_path / "docs" / "results").iterdir()}
     assert pngs == {"reward.png", "kl.png", "teacher.png", "heatmap-grpo.png", "heatmap-dgrpo.png"}
 
