@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 from longblocks.errors import UserError
+from longblocks.version import generator_version
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longblocks", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"longblocks {generator_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="generate a verifiable long-context dataset")
     gen.add_argument("--task", default="multihop", help="task family: multihop, grounding, longform or all")

@@ -5,8 +5,8 @@ Layout of an output directory:
     dataset_dict.json, train/, validation/, test/   `datasets.load_from_disk(DIR)`
     data/<split>-0000i-of-0000n.parquet             the same rows as parquet shards
     worlds/<world_id>.json                          every world, to re-derive answers
-    generation.json                                 the build config and a summary
-                                                    (`BuildConfig.recorded`)
+    generation.json                                 the build config (`BuildConfig.recorded`),
+                                                    the generator version and a summary
     audit.json                                      shortcut baselines and text checks (`audit`)
     README.md, assets/*.png                         the dataset card and its plots (`card.py`)
 
@@ -29,6 +29,7 @@ from longblocks.audit import AUDIT_FILE, AuditWorld, audit_rows
 from longblocks.card import write_card
 from longblocks.config import BuildConfig
 from longblocks.errors import UserError
+from longblocks.version import generator_version
 from longblocks.world.schema import World
 
 ROWS_PER_SHARD = 256
@@ -121,7 +122,8 @@ def save(
         _write_parquet(dataset, tmp / "data")
         write_worlds(worlds, tmp / "worlds")
         summary = summarize(rows)
-        write_json({"config": cfg.recorded(), "summary": summary}, tmp / "generation.json")
+        meta = {"config": cfg.recorded(), "generator": generator_version(), "summary": summary}
+        write_json(meta, tmp / "generation.json")
         write_audit(tmp, rows, worlds)
         write_card(tmp, rows, cfg, summary)
     return summary

@@ -3,12 +3,12 @@
 A shard is a fixed subset of the planned worlds (`build.shard_jobs`), so shards can run
 anywhere, in any order, under any scheduler. Layout of a shard directory:
 
-    shard.json          format, package version, K/N, the recorded config, its world ids,
-                        the sha256 of every other file
+    shard.json          format, generator version (package + code hash), K/N, the recorded
+                        config, its world ids, the sha256 of every other file
     rows.jsonl          its rows in plan order, one JSON object a line
     worlds/<id>.json    its worlds (the same writer as a dataset's)
 
-`merge` checks that the shards are all N of one config and one version and untouched, puts
+`merge` checks that the shards are all N of one config and one generator and untouched, puts
 worlds and rows back in plan order and writes them with `io.save`: the result is the dataset
 one unsharded `generate` would have written, byte for byte.
 """
@@ -18,10 +18,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from longblocks import __version__, io
+from longblocks import io
 from longblocks.build import SPLITS, WorldJob, plan_worlds, shard_jobs
 from longblocks.config import BuildConfig, make_config
 from longblocks.errors import UserError
+from longblocks.version import generator_version
 from longblocks.world.schema import World
 
 FORMAT = "longblocks-shard"
@@ -54,7 +55,7 @@ def save_shard(
         files = [ROWS, *(f"worlds/{world.id}.json" for world in worlds)]
         manifest = {
             "format": FORMAT,
-            "version": __version__,
+            "version": generator_version(),
             "shard": list(cfg.shard),
             "config": cfg.recorded(),
             "worlds": [world.id for world in worlds],
@@ -109,7 +110,7 @@ def check_complete(shards: list[Shard]) -> BuildConfig:
         if shard.version != first.version:
             raise UserError(
                 f"{shard.folder} was made by longblocks {shard.version}, {first.folder} by {first.version}",
-                "generate every shard with the same longblocks version",
+                "generate every shard with the same longblocks code (`longblocks --version`)",
             )
         differing = sorted(
             k for k in first.config.keys() | shard.config.keys() if shard.config.get(k) != first.config.get(k)

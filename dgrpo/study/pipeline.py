@@ -9,7 +9,6 @@ same config draws other rows. The trained stages name their data by path, so whe
 tokenizer is made again they are removed (`drop_stale_stages`) rather than trusted.
 """
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -23,7 +22,6 @@ from pathlib import Path
 import datasets
 import torch
 
-import longblocks
 from dgrpo.config import make_config
 from dgrpo.errors import UserError
 from dgrpo.evaluate import evaluate
@@ -41,14 +39,10 @@ TRAINED = ("teacher-init", "teacher", "student-init", "student0", "runs")
 
 @cache
 def generator_version() -> str:
-    """A hash of longblocks' code and templates: what the rows of a given config depend on."""
-    from longblocks.render.env import TEMPLATES_DIR
-
-    digest = hashlib.sha256()
-    for folder, pattern in ((Path(longblocks.__file__).parent, "*.py"), (TEMPLATES_DIR, "*")):
-        for file in sorted(f for f in folder.rglob(pattern) if f.is_file() and "__pycache__" not in f.parts):
-            digest.update(file.relative_to(folder).as_posix().encode() + b"\0" + file.read_bytes())
-    return digest.hexdigest()[:16]
+    """`longblocks --version`'s version: the package's plus a hash of its code and templates, on
+    which the rows of a given config depend (asked of the CLI, like every other generator call)."""
+    command = [sys.executable, "-m", "longblocks.cli", "--version"]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1]
 
 
 def stamp_of(folder: Path) -> dict | None:

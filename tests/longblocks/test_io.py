@@ -6,6 +6,7 @@ from longblocks import io
 from longblocks.build import build
 from longblocks.config import BuildConfig
 from longblocks.errors import UserError
+from longblocks.version import generator_version
 from longblocks.world.schema import World
 from tests.file_digests import file_digests
 
@@ -86,6 +87,7 @@ def test_config_is_recorded(saved, tiny_config):
 
     meta = json.loads((saved / "generation.json").read_text())
     assert BuildConfig(**meta["config"]) == tiny_config
+    assert meta["generator"] == generator_version()  # which code drew these rows
 
 
 def test_an_empty_split_still_loads(tmp_path):

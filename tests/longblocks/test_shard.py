@@ -165,6 +165,10 @@ def test_shards_of_different_n_or_version_are_exit_2(capsys, tmp_path, runs):
     manifest.write_text(json.dumps({**meta, "version": "0.0.1"}))
     code, err = _merge(capsys, out, *shards[:2], edited)
     _assert_one_line_exit_2(code, err, "made by longblocks 0.0.1", out)
+    other_code = meta["version"].split("+")[0] + "+0000000000000000"  # same release, edited generator
+    manifest.write_text(json.dumps({**meta, "version": other_code}))
+    code, err = _merge(capsys, out, *shards[:2], edited)
+    _assert_one_line_exit_2(code, err, f"made by longblocks {other_code}", out)
 
 
 def test_a_damaged_shard_is_exit_2(capsys, tmp_path, runs):
