@@ -15,6 +15,7 @@ import multiprocessing
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from pathlib import Path
@@ -35,6 +36,8 @@ HELD_OUT = ("validation", "test")  # world-disjoint from train
 STAMP = "study-args.json"  # what a generated folder (or the tokenizer) was made from
 INPUTS = "inputs.json"  # the stamps of the data the trained stages below were made from
 TRAINED = ("teacher-init", "teacher", "student-init", "student0", "runs")
+TIMINGS = "timings.json"  # wall seconds of each stage the last time it did work (not when cached)
+GENERATED = ("corpus", "tokenizer", "data", "retention")
 
 
 @cache
@@ -114,6 +117,19 @@ def drop_stale_stages(root: Path, inputs: dict) -> None:
         for name in stale:
             shutil.rmtree(root / name)
     stamp.write_text(json.dumps(inputs))
+
+
+def record_time(root: Path, stage: str, seconds: float) -> None:
+    """Keep `seconds` as the stage's time in root/timings.json (the report's stage times: a
+    rerun that reuses every stage takes seconds and must not pass for the study's cost)."""
+    path = root / TIMINGS
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**timings, stage: round(seconds, 1)}))
+
+
+def finished(values: dict) -> bool:
+    """Whether a run's evaluation is cached (its training is then finished too)."""
+    return Path(values["run"]["out_dir"], "eval", "records.json").is_file()
 
 
 def initial_model(spec: ModelSpec, out: Path, tokenizer: Path, seed: int) -> str:
@@ -219,7 +235,10 @@ def teacher_stage(cfg: StudyConfig, data: Path, root: Path, init: str) -> tuple[
     else the trainer's sft (a configured teacher.path is still sft-ed for teacher.steps)."""
     spec, out = cfg.teacher, root / "teacher"
     if spec.prompt_weight == 0:
+        start, cached = time.perf_counter(), (out / "eval" / "records.json").is_file()
         sft_stage(cfg, spec, data, out, init, seed=1)
+        if not cached:
+            record_time(root, "teacher", time.perf_counter() - start)
         return out, None
     step = cfg.student.from_teacher_step
     snapshots = () if step is None else (step,)
@@ -270,11 +289,14 @@ def run_study(cfg: StudyConfig) -> dict:
     """All stages; returns what the report needs (run folders and evaluation records)."""
     root = Path(cfg.out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    start, stamps = time.perf_counter(), [stamp_of(root / name) for name in GENERATED]
     tokenizer = tokenizer_dir(cfg, root)
     data = study_data(cfg, root, tokenizer)
     probe = retention_data(cfg, root, tokenizer)
     probe = None if probe is None else str(probe)
     log.info("data ready: %s", data)
+    if [stamp_of(root / name) for name in GENERATED] != stamps:
+        record_time(root, "data", time.perf_counter() - start)
     drop_stale_stages(root, {"tokenizer": stamp_of(tokenizer), "data": stamp_of(data),
                              "retention": None if probe is None else stamp_of(Path(probe))})  # fmt: skip
     teacher_init = initial_model(cfg.teacher, root / "teacher-init", tokenizer, seed=1)
@@ -285,7 +307,10 @@ def run_study(cfg: StudyConfig) -> dict:
     log.info("teacher trained")
     if cfg.student.from_teacher_step is None:
         student_dir = root / "student0"
+        start, cached = time.perf_counter(), (student_dir / "eval" / "records.json").is_file()
         sft_stage(cfg, cfg.student, data, student_dir, student_init, seed=0, retention=probe)
+        if not cached:
+            record_time(root, "student0", time.perf_counter() - start)
     c = cfg.compare
     models = (("teacher", teacher_dir, 1, None), ("student0", student_dir, 0, probe))
     evals = {  # cached when sft_stage evaluated them already
@@ -296,10 +321,14 @@ def run_study(cfg: StudyConfig) -> dict:
         )
         for name, path, seed, probe_of in models
     }
-    teacher, student0 = parallel(evaluations, evals, cfg.workers, c.eval_examples).values()
     jobs = comparison_jobs(cfg, data, root, str(student_dir), str(teacher_dir))
+    runs = [values for values, *_ in evals.values()] + list(jobs.values())
+    start, cached = time.perf_counter(), all(finished(values) for values in runs)
+    teacher, student0 = parallel(evaluations, evals, cfg.workers, c.eval_examples).values()
     results = parallel(train_and_eval, {key: (values, probe) for key, values in jobs.items()}, cfg.workers,
                        c.eval_examples)  # fmt: skip
+    if not cached:
+        record_time(root, "runs", time.perf_counter() - start)
     return {
         "root": root,
         "tokenizer": tokenizer,

@@ -13,6 +13,7 @@ import jinja2
 from dgrpo.evaluate import plot_heatmap, summarize
 from dgrpo.study.assets import parameter_counts
 from dgrpo.study.config import StudyConfig
+from dgrpo.study.pipeline import TIMINGS, stamp_of
 from dgrpo.study.reader import ARGUMENTS
 from dgrpo.study.reading import held_out_rows, mean_reading, reading
 
@@ -170,6 +171,18 @@ def paired_interval(a: dict[str, float], b: dict[str, float], z: float = 1.96) -
     return mean - half, mean + half, len(diffs)
 
 
+def stage_minutes(root: Path) -> dict[str, float]:
+    """Minutes of each stage the last time it did work (the pipeline's timings.json; the reader
+    loop's done.json counts the teacher across resumed sessions), in the order they run."""
+    path = root / TIMINGS
+    seconds = json.loads(path.read_text()) if path.is_file() else {}
+    done = root / "teacher" / "done.json"
+    if done.is_file():
+        seconds["teacher"] = json.loads(done.read_text())["seconds"]
+    order = ("data", "teacher", "student0", "runs")
+    return {stage: seconds[stage] / 60 for stage in order if stage in seconds}
+
+
 def plot_reader(run_dir: Path, path: Path, snapshot: int | None) -> None:
     """The teacher's response-token loss per step (20-step mean), the student's snapshot marked."""
     import matplotlib
@@ -240,8 +253,6 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
         if path and Path(path, "config.json").is_file()
     }
     root, snapshot = Path(study["root"]), cfg.student.from_teacher_step
-    done = root / "teacher" / "done.json"  # the reader loop's record of its run
-    teacher_minutes = json.loads(done.read_text())["seconds"] / 60 if done.is_file() else None
     arguments = root / "teacher" / ARGUMENTS  # what the reader ran with (autocast: auto resolved)
     teacher_bf16 = arguments.is_file() and json.loads(arguments.read_text()).get("autocast") == "bf16"
     plot_reader(root / "teacher", figures / "teacher.png", snapshot)
@@ -252,6 +263,7 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
     dataset = datasets.load_from_disk(str(root / "data")) if has_rows else {}
     rows = held_out_rows(dataset, ("validation", "test"))
     train_rows = dataset["train"].num_rows if has_rows else 0
+    generator = (stamp_of(root / "data") or {}).get("generator")  # `longblocks --version` of the rows
     reads = {"teacher": reading(study["teacher"]["records"], rows),
              "student0": reading(study["student0"]["records"], rows)}  # fmt: skip
     for method in methods:
@@ -262,9 +274,9 @@ def write_report(cfg: StudyConfig, study: dict, seconds: float, config_path: str
         methods=methods, retention=retention, config_path=config_path, losses=losses,
         baselines=baselines(root / "data", cfg.data.task),
         verdicts=verdicts(table, rows={m: per_row_accuracy(study["runs"], m) for m in methods}),
-        reads=reads if rows else {}, teacher_minutes=teacher_minutes, train_rows=train_rows,
+        reads=reads if rows else {}, stages=stage_minutes(root), train_rows=train_rows,
         teacher_bf16=teacher_bf16, signal=training_signal(study["runs"], methods),
-        signal_window=SIGNAL_WINDOW,
+        signal_window=SIGNAL_WINDOW, generator=generator,
     )  # fmt: skip
     (report_dir / "results.md").write_text(text, encoding="utf-8")
     accuracies = {m: table[m]["accuracy"][0] for m in methods}
