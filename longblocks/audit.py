@@ -199,21 +199,41 @@ def answer_prior(c: ChainRow, prior: Counter) -> float:
     return _argmax_credit({e: prior[e] - (e == c.answer) for e in c.candidates}, c.answer)
 
 
-def last_hop_most_mentioned(c: ChainRow, prior: Counter) -> float:
-    """The candidate most often named as the object of a sentence of the final relation."""
+def final_relation_documents(c: ChainRow) -> dict[str, list[str]]:
+    """Candidate -> the documents with a sentence naming it and one of its heads through the
+    final relation (the answer's evidence, a decoy's pointer), once per such sentence."""
     relation = c.row["verification"]["path"][-1]
     heads = defaultdict(set)
     for f in c.world.facts:
         if f["relation"] == relation and f["tail"] in c.candidates:
             heads[f["tail"]].add(c.world.names[f["head"]])
-    votes = {e: 0 for e in c.candidates}
-    for sentence in sentences(c.row["document"]):
-        for e, names in heads.items():
-            if _name_pattern(c.world.names[e]).search(sentence) and any(
-                _name_pattern(h).search(sentence) for h in names
-            ):
-                votes[e] += 1
-    return _argmax_credit(votes, c.answer)
+    found = {e: [] for e in c.candidates}
+    for doc in documents(c.row["document"]):
+        for sentence in sentences(doc):
+            for e, names in heads.items():
+                if _name_pattern(c.world.names[e]).search(sentence) and any(
+                    _name_pattern(h).search(sentence) for h in names
+                ):
+                    found[e].append(doc)
+    return found
+
+
+def last_hop_most_mentioned(c: ChainRow, prior: Counter) -> float:
+    """The candidate most often named as the object of a sentence of the final relation."""
+    return _argmax_credit({e: len(docs) for e, docs in final_relation_documents(c).items()}, c.answer)
+
+
+def shortest_pointer_document(c: ChainRow, prior: Counter) -> float:
+    """The candidate named through the final relation in the shortest document: an evidence
+    document cut to its evidence sentences beside whole decoy pointers would give it away."""
+    found = final_relation_documents(c)
+    return _argmax_credit({e: -min(map(len, docs)) for e, docs in found.items() if docs}, c.answer)
+
+
+def longest_pointer_document(c: ChainRow, prior: Counter) -> float:
+    """The mirror of `shortest_pointer_document`."""
+    found = final_relation_documents(c)
+    return _argmax_credit({e: max(map(len, docs)) for e, docs in found.items() if docs}, c.answer)
 
 
 def cooccurs_with_start(c: ChainRow, prior: Counter) -> float | None:
@@ -231,6 +251,8 @@ CHAIN_BASELINES = {
     "answer-type prior": answer_prior,
     "most-mentioned of type": most_mentioned,
     "last-hop most-mentioned": last_hop_most_mentioned,
+    "shortest last-hop document": shortest_pointer_document,
+    "longest last-hop document": longest_pointer_document,
     "first-mentioned of type": first_mentioned,
     "last-mentioned of type": last_mentioned,
     "co-occurs with start": cooccurs_with_start,
@@ -291,9 +313,19 @@ def missing_document_f1(rows: list[tuple[dict, AuditWorld]]) -> tuple[float, flo
     return (2 * tp / (2 * tp + fp + fn) if tp else 0.0), share
 
 
+CONFLICT_RULES = {  # rule -> (check name, a document's score: its length and offset)
+    "longer": ("longer document wins", lambda length, offset: length),
+    "shorter": ("shorter document wins", lambda length, offset: -length),
+    "later": ("later document wins", lambda length, offset: offset),
+    "earlier": ("earlier document wins", lambda length, offset: -offset),
+}
+
+
 def conflict_choice(row: dict, world: AuditWorld, rule: str) -> float:
-    """'longer' picks the value stated in the longer document about the entity, 'later' the value
-    stated last; the two values are the current tail and the former one."""
+    """The value stated in the document `rule` prefers among those about the entity (the longer
+    or shorter, the later or earlier one); the values are the current tail and the former one.
+    Each rule has its mirror, so that a generator whose newer record is always the shorter one
+    fails as surely as one whose newer record is always the longer."""
     v = row["verification"]
     head, relation = v["start_entity"], v["path"][0]
     values = {v["answer_entity"]} | {
@@ -306,8 +338,8 @@ def conflict_choice(row: dict, world: AuditWorld, rule: str) -> float:
         if head_name.search(doc):
             for value in values:
                 if _name_pattern(world.names[value]).search(doc):
-                    score = len(doc) if rule == "longer" else offset
-                    scores[value] = max(scores.get(value, -1), score)
+                    score = CONFLICT_RULES[rule][1](len(doc), offset)
+                    scores[value] = max(scores.get(value, -math.inf), score)
         offset += len(doc) + 2
     return _argmax_credit(scores, v["answer_entity"]) if len(scores) > 1 else 1 / max(1, len(values))
 
@@ -459,7 +491,7 @@ def audit_rows(
             )
         )
     conflicts = [(r, w) for r, w in grounded if r["verification"]["variant"] == "conflict"]
-    for rule, name in (("longer", "longer document wins"), ("later", "later document wins")):
+    for rule, (name, _) in CONFLICT_RULES.items():
         if conflicts:
             value = fmean(conflict_choice(r, w, rule) for r, w in conflicts)
             results.append(

@@ -177,6 +177,7 @@ def generate_example(builder: ContextBuilder, job: WorldJob, j: int, length: int
                 rng=rng,
                 pinned=instance.pinned,
                 documents=instance.documents,
+                near_facts=instance.near_facts,
             )
         except EvidenceTooLong:
             too_long += 1

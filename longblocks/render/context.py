@@ -116,6 +116,7 @@ class ContextBuilder:
         rng: random.Random,
         pinned: list[tuple[Document, float]] = (),
         documents: dict[str, Document] | None = None,
+        near_facts: frozenset[str] = frozenset(),
     ) -> Context:
         """A prompt of `target` ± `tolerance` tokens holding each evidence fact exactly once.
 
@@ -125,7 +126,8 @@ class ContextBuilder:
         task, e.g. an older dated record) are placed whole at their relative depth; their
         facts appear in no other document. `documents` replaces an entity's corpus document
         as the one its evidence is stated in (a task-made document, e.g. sized like a pinned
-        one); that entity's corpus document is then no distractor.
+        one); that entity's corpus document is then no distractor. A `near` document trimmed to
+        fit keeps its `near_facts` (a decoy's pointer, which the answer's evidence mirrors).
 
         No fact is stated twice: a distractor leaves out the sentences an earlier document
         already holds, so a context repeats no sentence word for word.
@@ -160,7 +162,7 @@ class ContextBuilder:
                 f"length {target} is below what the evidence needs ({target - budget} tokens)",
                 "choose a longer --length or fewer --hops",
             )
-        fillers, budget = self._fill(budget, near, hidden, stated, skip, ids, rng)
+        fillers, budget = self._fill(budget, near, hidden, stated, skip, ids, rng, near_facts)
         documents = _place(placed, fillers, self.count, rng)
         budget -= self._grow(budget, documents, hidden | stated, sealed)
         budget -= self._absorb(budget, documents, rng)
@@ -218,10 +220,19 @@ class ContextBuilder:
         return shrunk, budget
 
     def _fill(
-        self, budget: int, near: list[str], hidden: set[str], stated: set[str], skip: set[str], ids, rng
+        self,
+        budget: int,
+        near: list[str],
+        hidden: set[str],
+        stated: set[str],
+        skip: set[str],
+        ids,
+        rng,
+        keep: frozenset[str],
     ) -> tuple[list[Document], int]:
-        """Whole distractor documents while they fit, then trimmed ones; returns what is left.
-        A distractor leaves out facts already `stated` (and adds its own to it)."""
+        """Whole distractor documents while they fit, then trimmed ones (holding their `keep`
+        facts); returns what is left. A distractor leaves out facts already `stated` (and adds
+        its own to it)."""
         fillers: list[Document] = []
         near_set = set(near)
         rest = [e for e in self.graph.entities if e not in near_set]
@@ -237,7 +248,7 @@ class ContextBuilder:
                 continue
             size = self.count.document(doc)
             if size > budget:
-                doc = self._trim(doc, budget)
+                doc = self._trim(doc, budget, keep)
                 if doc is None:
                     misses += 1
                     continue
@@ -249,19 +260,24 @@ class ContextBuilder:
             budget -= size
         return fillers, budget
 
-    def _trim(self, doc: Document, budget: int) -> Document | None:
-        """Keep the subset of the document's sentences that fills `budget` most closely."""
+    def _trim(self, doc: Document, budget: int, keep: frozenset[str] = frozenset()) -> Document | None:
+        """The document's sentences of `keep` facts plus the subset of the others that fills
+        `budget` most closely; None if not even those fit."""
+        kept = [i for i, fact in enumerate(doc.facts) if fact in keep]
         room = budget - self.count(doc.id_unit) - self.count(doc.header) - self.count(doc.footer)
-        if room <= 0:
+        room -= sum(self.count(doc.sentences[i]) for i in kept)
+        if room < 0 or (room == 0 and not kept):
             return None
         reachable: dict[int, tuple[int, ...]] = {0: ()}
         for i, sentence in enumerate(doc.sentences):
+            if i in kept:
+                continue
             size = self.count(sentence)
             for total, picked in list(reachable.items()):
                 if total + size <= room and total + size not in reachable:
                     reachable[total + size] = (*picked, i)
-        keep = reachable[max(reachable)]
-        return doc.with_facts(list(keep)) if keep else None
+        chosen = sorted([*kept, *reachable[max(reachable)]])
+        return doc.with_facts(chosen) if chosen else None
 
     def _grow(self, budget: int, documents: list[Document], hidden: set[str], sealed: set[str]) -> int:
         """Fill a budget too small for another document with sentences the placed documents

@@ -31,6 +31,8 @@ class TaskInstance:
     # Task-made documents that replace an entity's corpus document as the one stating its
     # evidence (e.g. a newer record sized like an older pinned one).
     documents: dict[str, Document] = field(default_factory=dict)
+    # Facts of the `near` documents a tight budget must not trim away (decoy pointers).
+    near_facts: frozenset[str] = frozenset()
     notes: dict[str, Any] = field(default_factory=dict)  # task-private data for reference()
 
 

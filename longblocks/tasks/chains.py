@@ -3,6 +3,7 @@ that keep its answer from standing out. Shared by every task whose answer ends a
 """
 
 import random
+from typing import NamedTuple
 
 from longblocks.render.documents import variants
 from longblocks.world.graph import WorldGraph
@@ -100,9 +101,18 @@ def phrase_chain(language: str, start_name: str, relations: list[str], rng: rand
     return chain
 
 
+class Distractors(NamedTuple):
+    """What a context adds around the evidence: `entities` whose documents make the best
+    distractors, best first, and `facts` those documents must keep when a tight budget trims
+    them (each decoy's pointer: the sentence naming it through the final relation)."""
+
+    entities: list[str]
+    facts: frozenset[str]
+
+
 def near_entities(
     graph: WorldGraph, path: list[str], relations: list[str], rng: random.Random, length: int = 0
-) -> list[str]:
+) -> Distractors:
     """Distractors, best first: decoy answers, then the path's neighbours, then other heads of
     the same relations.
 
@@ -115,11 +125,15 @@ def near_entities(
     fine = graph.fine_type(answer)
     peers = [t for t in graph.tails(relation) if t != answer and t not in path and graph.fine_type(t) == fine]
     decoys = rng.sample(peers, min(len(peers), decoy_count(length)))
-    pointers = []
+    pointers, pointer_facts = [], set()
     for decoy in decoys:
-        heads = sorted(p for p, f in backward_options(graph, decoy, set(path)) if f.relation == relation)
-        if heads:
-            pointers.append(rng.choice(heads))
+        options = sorted(
+            (p, f.id) for p, f in backward_options(graph, decoy, set(path)) if f.relation == relation
+        )
+        if options:
+            head, fact = rng.choice(options)
+            pointers.append(head)
+            pointer_facts.add(fact)
     candidates = [answer, *decoys]
     rng.shuffle(candidates)
     front = list(dict.fromkeys([*pointers, *candidates]))
@@ -129,4 +143,4 @@ def near_entities(
     heads = set().union(*(graph.heads(r) for r in relations))
     same_relation = sorted(heads - taken - set(neighbours))
     rng.shuffle(same_relation)
-    return (front + neighbours + same_relation)[:MAX_NEAR]
+    return Distractors((front + neighbours + same_relation)[:MAX_NEAR], frozenset(pointer_facts))

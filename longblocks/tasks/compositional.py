@@ -64,11 +64,13 @@ def sample_counting(renderer: Renderer, rng: random.Random, params: TaskParams) 
     frame = rng.choice(variants(f"{renderer.language}/questions/multihop_counting.jinja"))
     question = nfc(frame.render(chain=chain, counted=relation))
     counted = [f for f in counted_facts(graph, organisation) if f not in facts]
+    near = near_entities(graph, entities, relations, rng, params.length)
     return TaskInstance(
         question=question,
         answer=str(count),
         evidence=facts + counted,
-        near=near_entities(graph, entities, relations, rng, params.length),
+        near=near.entities,
+        near_facts=near.facts,
         verification={
             "kind": "exact",
             "variant": "counting",
@@ -102,6 +104,7 @@ def sample_temporal(renderer: Renderer, rng: random.Random, params: TaskParams) 
         return None
     own = tuple(f for f in facts if f.head == head)  # evidence the newer record will state too
     stale, newer = record_pair(renderer, old, new, rng, frozenset(f.id for f in facts), own)
+    near = near_entities(graph, [*entities, old.tail], [*relations, old.relation], rng, params.length)
     return TaskInstance(
         question=question,
         answer=answer.name,
@@ -109,7 +112,8 @@ def sample_temporal(renderer: Renderer, rng: random.Random, params: TaskParams) 
         evidence=[*facts, new],
         pinned=[(stale, rng.random())],
         documents={head: newer},
-        near=near_entities(graph, [*entities, old.tail], [*relations, old.relation], rng, params.length),
+        near=near.entities,
+        near_facts=near.facts,
         verification={
             "kind": "exact",
             "variant": "temporal",
@@ -262,7 +266,8 @@ def sample_comparison(renderer: Renderer, rng: random.Random, params: TaskParams
         answer=answer.name,
         aliases=list(answer.aliases),
         evidence=list({f.id: f for f in evidence}.values()),
-        near=list(dict.fromkeys(e for pair in zip(*near, strict=False) for e in pair)),
+        near=list(dict.fromkeys(e for pair in zip(*(n.entities for n in near), strict=False) for e in pair)),
+        near_facts=frozenset().union(*(n.facts for n in near)),
         verification={
             "kind": "exact",
             "variant": "comparison",

@@ -76,12 +76,14 @@ class Grounding:
             return None
         entities, facts, question, chain = found
         answer = renderer.graph.entities[entities[-1]]
+        near = near_entities(renderer.graph, entities, [f.relation for f in facts], rng, length)
         return TaskInstance(
             question=question,
             answer=answer.name,
             aliases=list(answer.aliases),
             evidence=facts,
-            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng, length),
+            near=near.entities,
+            near_facts=near.facts,
             verification=_verification("cited", "cited", facts, entities),
             notes={"chain": chain},
         )
@@ -102,13 +104,15 @@ class Grounding:
             if not doc.facts:
                 return None
             pinned.append((doc, rng.random()))
+        near = near_entities(renderer.graph, entities, [f.relation for f in facts], rng, length)
         return TaskInstance(
             question=question,
             answer=lexicon(renderer.language)["abstain"],
             evidence=kept,  # the hops still stated: near misses around the gap
             excluded={removed.id},
             pinned=pinned,
-            near=near_entities(renderer.graph, entities, [f.relation for f in facts], rng, length),
+            near=near.entities,
+            near_facts=near.facts,
             verification=_verification("abstain", "abstain", facts, entities),
             notes={"chain": chain},
         )
@@ -132,6 +136,7 @@ class Grounding:
         if normalize(answer.name) in normalize(question):
             return None
         stale, current = record_pair(renderer, old, new, rng)
+        near = near_entities(graph, [head, new.tail], [new.relation], rng, length)
         return TaskInstance(
             question=question,
             answer=answer.name,
@@ -139,7 +144,8 @@ class Grounding:
             evidence=[new],
             pinned=[(stale, rng.random())],
             documents={head: current},
-            near=near_entities(graph, [head, new.tail], [new.relation], rng, length),
+            near=near.entities,
+            near_facts=near.facts,
             verification=_verification("cited", "conflict", [new], [head, new.tail]),
             notes={"chain": chain},
         )

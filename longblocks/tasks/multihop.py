@@ -60,12 +60,14 @@ class Multihop:
             question = nfc(frame.render(chain=chain, answer_type=answer.type))
             if normalize(answer.name) in normalize(question):
                 continue
+            near = near_entities(graph, entities, relations, rng, params.length)
             return TaskInstance(
                 question=question,
                 answer=answer.name,
                 aliases=list(answer.aliases),
                 evidence=facts,
-                near=near_entities(graph, entities, relations, rng, params.length),
+                near=near.entities,
+                near_facts=near.facts,
                 verification={
                     "kind": "exact",
                     "path": relations,

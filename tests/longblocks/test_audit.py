@@ -76,6 +76,40 @@ def test_ties_split_the_credit():
     assert audit.most_mentioned(chained, audit.Counter()) == pytest.approx(0.2)
 
 
+def test_last_hop_document_length_finds_an_evidence_document_cut_to_its_sentence():
+    # Each town is named once through lives_in (the final relation), but only the answer's
+    # document is cut down to that sentence: its length gives the answer away, in either sense.
+    filler = " It has a long history of trade and song." * 5
+    document = "\n\n".join([
+        "[D1000] Ann A\nAnn A lives in Town0.",
+        f"[D2000] Ann B\nAnn B lives in Town1.{filler}",
+        f"[D3000] Ann C\nAnn C lives in Town2.{filler} And more.",
+        "[D4000] Towns\nTown3 and Town4 are towns.",
+    ])  # fmt: skip
+    chained = audit.chain_row(_row(document), _world())
+    assert audit.last_hop_most_mentioned(chained, audit.Counter()) == pytest.approx(1 / 3)
+    assert audit.shortest_pointer_document(chained, audit.Counter()) == 1.0
+    assert audit.longest_pointer_document(chained, audit.Counter()) == 0.0
+    reverse = document.replace("Ann A lives in Town0.", f"Ann A lives in Town0.{filler} Even more of it.")
+    chained = audit.chain_row(_row(reverse), _world())
+    assert audit.shortest_pointer_document(chained, audit.Counter()) == 0.0
+    assert audit.longest_pointer_document(chained, audit.Counter()) == 1.0
+
+
+def test_conflict_rules_have_mirrors():
+    # The current record (Town0) is always the shorter, earlier document: "longer" and "later"
+    # score 0, and only their mirrors show that the length and the position give it away.
+    world = _world()
+    world.former.append({"id": "old", "relation": "lives_in", "head": "person:5", "tail": "place:1",
+                         "attributes": {"until": 1990}})  # fmt: skip
+    row = _row("[D1000] Now\nAnn F lives in Town0.\n\n[D2000] Then\nAnn F lived in Town1 for many years.")
+    row["verification"].update(variant="conflict", path=["lives_in"])
+    world.facts.append({"id": "now", "relation": "lives_in", "head": "person:5", "tail": "place:0",
+                        "attributes": {}})  # fmt: skip
+    choices = {rule: audit.conflict_choice(row, world, rule) for rule in audit.CONFLICT_RULES}
+    assert choices == {"longer": 0.0, "shorter": 1.0, "later": 0.0, "earlier": 1.0}
+
+
 def test_a_sentence_naming_start_and_answer_is_flagged():
     world = _world()
     assert audit.names_start_and_answer(_row("[D1000] X\nAnn F once visited Town0."), world)
