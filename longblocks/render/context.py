@@ -126,8 +126,8 @@ class ContextBuilder:
         task, e.g. an older dated record) are placed whole at their relative depth; their
         facts appear in no other document. `documents` replaces an entity's corpus document
         as the one its evidence is stated in (a task-made document, e.g. sized like a pinned
-        one); that entity's corpus document is then no distractor. The `near` documents holding
-        `near_facts` (decoy pointers) are placed like evidence documents.
+        one); that entity's corpus document is then no distractor. A `near` document trimmed to
+        fit keeps its `near_facts` (a decoy's pointer, which the answer's evidence mirrors).
 
         No fact is stated twice: a distractor leaves out the sentences an earlier document
         already holds, so a context repeats no sentence word for word.
@@ -152,41 +152,17 @@ class ContextBuilder:
         sealed |= {doc.doc_id for doc, _ in placed if doc.entity in documents}
         stated = {f for doc, _ in placed for f in doc.facts}
         skip = set(documents) | {doc.entity for doc, _ in pinned} | {doc.entity for doc, _ in placed}
-        # Each decoy's pointer document goes in whole, at a random depth, as the answer's evidence
-        # document does: neither the count nor the length of the documents that name a candidate
-        # through the final relation may tell the answer from its peers.
-        near_facts = near_facts - hidden  # a peer's pointer may be evidence of the other side
-        pointers = []
-        for entity in near:
-            doc = self._without(self.renderer.document(entity), hidden, stated)
-            facts = [f for f in doc.facts if f in near_facts]
-            if entity in skip or not facts:
-                continue
-            pointers.append((doc.with_id(ids.next()), Evidence(self.graph.facts[facts[0]], rng.random())))
-            stated.update(doc.facts)
-            skip.add(entity)
-        placed += pointers
         budget = (
             target - self.count(prefix) - self.count(suffix) - sum(self.count.document(d) for d, _ in placed)
         )
-        # Every document holding a key sentence shrinks alike, in random order; sealed ones
-        # (a task's newer record) only if the evidence cannot fit otherwise, or their length
-        # beside a whole older record would tell which is current.
-        keys = evidence_ids | near_facts
         if budget < 0:
-            placed, budget = self._shrink_evidence_documents(placed, budget, keys, rng, whole=sealed)
-        if budget < 0 and pointers:  # the evidence alone may still fit
-            dropped = {doc.doc_id for doc, _ in pointers}
-            budget += sum(self.count.document(d) for d, _ in placed if d.doc_id in dropped)
-            placed = [(d, e) for d, e in placed if d.doc_id not in dropped]
-        if budget < 0:
-            placed, budget = self._shrink_evidence_documents(placed, budget, keys, rng)
+            placed, budget = self._shrink_evidence_documents(placed, budget, evidence_ids)
         if budget < 0:
             raise EvidenceTooLong(
                 f"length {target} is below what the evidence needs ({target - budget} tokens)",
                 "choose a longer --length or fewer --hops",
             )
-        fillers, budget = self._fill(budget, near, hidden, stated, skip, ids, rng)
+        fillers, budget = self._fill(budget, near, hidden, stated, skip, ids, rng, near_facts)
         documents = _place(placed, fillers, self.count, rng)
         budget -= self._grow(budget, documents, hidden | stated, sealed)
         budget -= self._absorb(budget, documents, rng)
@@ -205,9 +181,7 @@ class ContextBuilder:
             document=join(documents)[:-2],
             documents=documents,
             n_tokens=n_tokens,
-            depths=_measure_depths(
-                documents, self.count, evidence_ids | {e.fact.id for _, e in placed} - near_facts
-            ),
+            depths=_measure_depths(documents, self.count, evidence_ids | {e.fact.id for _, e in placed}),
         )
 
     def _evidence_document(
@@ -230,29 +204,35 @@ class ContextBuilder:
             return doc
         return doc.with_facts([i for i, f in enumerate(doc.facts) if f not in hidden and f not in stated])
 
-    def _shrink_evidence_documents(self, placed, budget: int, key_ids: set[str], rng, whole=frozenset()):
-        """Cut evidence (and pointer) documents, in random order, to their `key_ids` sentences
-        until the budget is met.
+    def _shrink_evidence_documents(self, placed, budget: int, evidence_ids: set[str]):
+        """Drop non-evidence sentences from evidence documents until the budget is met.
 
-        Short targets with many hops cannot hold every evidence document whole; the key
+        Short targets with many hops cannot hold every evidence document whole; the evidence
         sentences themselves always stay.
         """
-        order = list(range(len(placed)))
-        rng.shuffle(order)
-        shrunk = list(placed)
-        for i in order:
-            doc, evidence = placed[i]
-            if budget < 0 and evidence.fact.id in key_ids and doc.doc_id not in whole:  # pinned stay whole
-                cut = doc.with_facts([k for k, f in enumerate(doc.facts) if f in key_ids])
-                budget += self.count.document(doc) - self.count.document(cut)
-                shrunk[i] = (cut, evidence)
+        shrunk = []
+        for doc, evidence in placed:
+            before = self.count.document(doc)
+            if budget < 0 and evidence.fact.id in evidence_ids:  # pinned documents stay whole
+                doc = doc.with_facts([i for i, f in enumerate(doc.facts) if f in evidence_ids])
+            budget += before - self.count.document(doc)
+            shrunk.append((doc, evidence))
         return shrunk, budget
 
     def _fill(
-        self, budget: int, near: list[str], hidden: set[str], stated: set[str], skip: set[str], ids, rng
+        self,
+        budget: int,
+        near: list[str],
+        hidden: set[str],
+        stated: set[str],
+        skip: set[str],
+        ids,
+        rng,
+        keep: frozenset[str],
     ) -> tuple[list[Document], int]:
-        """Whole distractor documents while they fit, then trimmed ones; returns what is left.
-        A distractor leaves out facts already `stated` (and adds its own to it)."""
+        """Whole distractor documents while they fit, then trimmed ones (holding their `keep`
+        facts); returns what is left. A distractor leaves out facts already `stated` (and adds
+        its own to it)."""
         fillers: list[Document] = []
         near_set = set(near)
         rest = [e for e in self.graph.entities if e not in near_set]
@@ -268,7 +248,7 @@ class ContextBuilder:
                 continue
             size = self.count.document(doc)
             if size > budget:
-                doc = self._trim(doc, budget)
+                doc = self._trim(doc, budget, keep)
                 if doc is None:
                     misses += 1
                     continue
@@ -280,19 +260,24 @@ class ContextBuilder:
             budget -= size
         return fillers, budget
 
-    def _trim(self, doc: Document, budget: int) -> Document | None:
-        """Keep the subset of the document's sentences that fills `budget` most closely."""
+    def _trim(self, doc: Document, budget: int, keep: frozenset[str] = frozenset()) -> Document | None:
+        """The document's sentences of `keep` facts plus the subset of the others that fills
+        `budget` most closely; None if not even those fit."""
+        kept = [i for i, fact in enumerate(doc.facts) if fact in keep]
         room = budget - self.count(doc.id_unit) - self.count(doc.header) - self.count(doc.footer)
-        if room <= 0:
+        room -= sum(self.count(doc.sentences[i]) for i in kept)
+        if room < 0 or (room == 0 and not kept):
             return None
         reachable: dict[int, tuple[int, ...]] = {0: ()}
         for i, sentence in enumerate(doc.sentences):
+            if i in kept:
+                continue
             size = self.count(sentence)
             for total, picked in list(reachable.items()):
                 if total + size <= room and total + size not in reachable:
                     reachable[total + size] = (*picked, i)
-        keep = reachable[max(reachable)]
-        return doc.with_facts(list(keep)) if keep else None
+        chosen = sorted([*kept, *reachable[max(reachable)]])
+        return doc.with_facts(chosen) if chosen else None
 
     def _grow(self, budget: int, documents: list[Document], hidden: set[str], sealed: set[str]) -> int:
         """Fill a budget too small for another document with sentences the placed documents
