@@ -21,7 +21,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from statistics import fmean
 
@@ -174,6 +174,26 @@ class ChainRow:
     def start(self) -> str:
         return self.row["verification"]["start_entity"]
 
+    @cached_property
+    def final_relation_documents(self) -> dict[str, list[str]]:
+        """Candidate -> the documents with a sentence naming it and one of its heads through the
+        final relation (the answer's evidence, a decoy's pointer), once per such sentence; read
+        once per row for the three baselines that use it."""
+        relation = self.row["verification"]["path"][-1]
+        heads = defaultdict(set)
+        for f in self.world.facts:
+            if f["relation"] == relation and f["tail"] in self.candidates:
+                heads[f["tail"]].add(self.world.names[f["head"]])
+        found = {e: [] for e in self.candidates}
+        for doc in documents(self.row["document"]):
+            for sentence in sentences(doc):
+                for e, names in heads.items():
+                    if _name_pattern(self.world.names[e]).search(sentence) and any(
+                        _name_pattern(h).search(sentence) for h in names
+                    ):
+                        found[e].append(doc)
+        return found
+
 
 def chain_row(row: dict, world: AuditWorld) -> ChainRow:
     fine_type = world.fine[row["verification"]["answer_entity"]]
@@ -199,40 +219,21 @@ def answer_prior(c: ChainRow, prior: Counter) -> float:
     return _argmax_credit({e: prior[e] - (e == c.answer) for e in c.candidates}, c.answer)
 
 
-def final_relation_documents(c: ChainRow) -> dict[str, list[str]]:
-    """Candidate -> the documents with a sentence naming it and one of its heads through the
-    final relation (the answer's evidence, a decoy's pointer), once per such sentence."""
-    relation = c.row["verification"]["path"][-1]
-    heads = defaultdict(set)
-    for f in c.world.facts:
-        if f["relation"] == relation and f["tail"] in c.candidates:
-            heads[f["tail"]].add(c.world.names[f["head"]])
-    found = {e: [] for e in c.candidates}
-    for doc in documents(c.row["document"]):
-        for sentence in sentences(doc):
-            for e, names in heads.items():
-                if _name_pattern(c.world.names[e]).search(sentence) and any(
-                    _name_pattern(h).search(sentence) for h in names
-                ):
-                    found[e].append(doc)
-    return found
-
-
 def last_hop_most_mentioned(c: ChainRow, prior: Counter) -> float:
     """The candidate most often named as the object of a sentence of the final relation."""
-    return _argmax_credit({e: len(docs) for e, docs in final_relation_documents(c).items()}, c.answer)
+    return _argmax_credit({e: len(docs) for e, docs in c.final_relation_documents.items()}, c.answer)
 
 
 def shortest_pointer_document(c: ChainRow, prior: Counter) -> float:
     """The candidate named through the final relation in the shortest document: an evidence
     document cut to its evidence sentences beside whole decoy pointers would give it away."""
-    found = final_relation_documents(c)
+    found = c.final_relation_documents
     return _argmax_credit({e: -min(map(len, docs)) for e, docs in found.items() if docs}, c.answer)
 
 
 def longest_pointer_document(c: ChainRow, prior: Counter) -> float:
     """The mirror of `shortest_pointer_document`."""
-    found = final_relation_documents(c)
+    found = c.final_relation_documents
     return _argmax_credit({e: max(map(len, docs)) for e, docs in found.items() if docs}, c.answer)
 
 

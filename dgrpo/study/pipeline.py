@@ -127,9 +127,9 @@ def record_time(root: Path, stage: str, seconds: float) -> None:
     path.write_text(json.dumps({**timings, stage: round(seconds, 1)}))
 
 
-def finished(values: dict) -> bool:
+def evaluated(run_dir: Path) -> bool:
     """Whether a run's evaluation is cached (its training is then finished too)."""
-    return Path(values["run"]["out_dir"], "eval", "records.json").is_file()
+    return (run_dir / "eval" / "records.json").is_file()
 
 
 def initial_model(spec: ModelSpec, out: Path, tokenizer: Path, seed: int) -> str:
@@ -235,7 +235,7 @@ def teacher_stage(cfg: StudyConfig, data: Path, root: Path, init: str) -> tuple[
     else the trainer's sft (a configured teacher.path is still sft-ed for teacher.steps)."""
     spec, out = cfg.teacher, root / "teacher"
     if spec.prompt_weight == 0:
-        start, cached = time.perf_counter(), (out / "eval" / "records.json").is_file()
+        start, cached = time.perf_counter(), evaluated(out)
         sft_stage(cfg, spec, data, out, init, seed=1)
         if not cached:
             record_time(root, "teacher", time.perf_counter() - start)
@@ -307,7 +307,7 @@ def run_study(cfg: StudyConfig) -> dict:
     log.info("teacher trained")
     if cfg.student.from_teacher_step is None:
         student_dir = root / "student0"
-        start, cached = time.perf_counter(), (student_dir / "eval" / "records.json").is_file()
+        start, cached = time.perf_counter(), evaluated(student_dir)
         sft_stage(cfg, cfg.student, data, student_dir, student_init, seed=0, retention=probe)
         if not cached:
             record_time(root, "student0", time.perf_counter() - start)
@@ -323,7 +323,7 @@ def run_study(cfg: StudyConfig) -> dict:
     }
     jobs = comparison_jobs(cfg, data, root, str(student_dir), str(teacher_dir))
     runs = [values for values, *_ in evals.values()] + list(jobs.values())
-    start, cached = time.perf_counter(), all(finished(values) for values in runs)
+    start, cached = time.perf_counter(), all(evaluated(Path(v["run"]["out_dir"])) for v in runs)
     teacher, student0 = parallel(evaluations, evals, cfg.workers, c.eval_examples).values()
     results = parallel(train_and_eval, {key: (values, probe) for key, values in jobs.items()}, cfg.workers,
                        c.eval_examples)  # fmt: skip
