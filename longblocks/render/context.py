@@ -16,6 +16,7 @@ paraphrase is a few tokens longer or shorter) absorb the last few tokens.
 import random
 from collections import Counter
 from dataclasses import dataclass
+from itertools import groupby
 
 from longblocks.errors import UserError
 from longblocks.render.documents import Document, Renderer, fact_year
@@ -126,8 +127,8 @@ class ContextBuilder:
         task, e.g. an older dated record) are placed whole at their relative depth; their
         facts appear in no other document. `documents` replaces an entity's corpus document
         as the one its evidence is stated in (a task-made document, e.g. sized like a pinned
-        one); that entity's corpus document is then no distractor. A `near` document trimmed to
-        fit keeps its `near_facts` (a decoy's pointer, which the answer's evidence mirrors).
+        one); that entity's corpus document is then no distractor. The `near` documents holding
+        `near_facts` (decoy pointers) are placed like evidence documents.
 
         No fact is stated twice: a distractor leaves out the sentences an earlier document
         already holds, so a context repeats no sentence word for word.
@@ -152,18 +153,51 @@ class ContextBuilder:
         sealed |= {doc.doc_id for doc, _ in placed if doc.entity in documents}
         stated = {f for doc, _ in placed for f in doc.facts}
         skip = set(documents) | {doc.entity for doc, _ in pinned} | {doc.entity for doc, _ in placed}
+        # Each decoy's pointer document goes in whole, at a random depth, as the answer's evidence
+        # document does: neither the count nor the length of the documents that name a candidate
+        # through the final relation may tell the answer from its peers.
+        near_facts = near_facts - hidden  # a peer's pointer may be evidence of the other side
+        pointers = []
+        for entity in near:
+            doc = self._without(self.renderer.document(entity), hidden, stated)
+            facts = [f for f in doc.facts if f in near_facts]
+            if entity in skip or not facts:
+                continue
+            # depth unused: a pointer lies among the shuffled distractors (see below)
+            pointers.append((doc.with_id(ids.next()), Evidence(self.graph.facts[facts[0]], 0.0)))
+            stated.update(doc.facts)
+            skip.add(entity)
+        placed += pointers
         budget = (
             target - self.count(prefix) - self.count(suffix) - sum(self.count.document(d) for d, _ in placed)
         )
+        # Every document holding a key sentence shrinks alike, in random order; sealed ones
+        # (a task's newer record) only if the evidence cannot fit otherwise, or their length
+        # beside a whole older record would tell which is current.
+        keys = evidence_ids | near_facts
         if budget < 0:
-            placed, budget = self._shrink_evidence_documents(placed, budget, evidence_ids)
+            placed, budget = self._shrink_evidence_documents(placed, budget, keys, rng, whole=sealed)
+        if budget < 0 and pointers:  # the evidence alone may still fit
+            dropped = {doc.doc_id for doc, _ in pointers}
+            budget += sum(self.count.document(d) for d, _ in placed if d.doc_id in dropped)
+            placed = [(d, e) for d, e in placed if d.doc_id not in dropped]
+        if budget < 0:
+            placed, budget = self._shrink_evidence_documents(placed, budget, keys, rng)
         if budget < 0:
             raise EvidenceTooLong(
                 f"length {target} is below what the evidence needs ({target - budget} tokens)",
                 "choose a longer --length or fewer --hops",
             )
-        fillers, budget = self._fill(budget, near, hidden, stated, skip, ids, rng, near_facts)
-        documents = _place(placed, fillers, self.count, rng)
+        fillers, budget = self._fill(budget, near, hidden, stated, skip, ids, rng)
+        # The pointer documents are shuffled in with the distractors: each lands at a uniformly
+        # random depth, as the answer's evidence does, and none pushes the evidence off its own.
+        pointer_ids = {doc.doc_id for doc, _ in pointers}
+        documents = _place(
+            [(d, e) for d, e in placed if d.doc_id not in pointer_ids],
+            fillers + [d for d, _ in placed if d.doc_id in pointer_ids],
+            self.count,
+            rng,
+        )
         budget -= self._grow(budget, documents, hidden | stated, sealed)
         budget -= self._absorb(budget, documents, rng)
         prompt = prefix + join(documents) + suffix
@@ -181,7 +215,9 @@ class ContextBuilder:
             document=join(documents)[:-2],
             documents=documents,
             n_tokens=n_tokens,
-            depths=_measure_depths(documents, self.count, evidence_ids | {e.fact.id for _, e in placed}),
+            depths=_measure_depths(
+                documents, self.count, evidence_ids | {e.fact.id for _, e in placed} - near_facts
+            ),
         )
 
     def _evidence_document(
@@ -204,35 +240,29 @@ class ContextBuilder:
             return doc
         return doc.with_facts([i for i, f in enumerate(doc.facts) if f not in hidden and f not in stated])
 
-    def _shrink_evidence_documents(self, placed, budget: int, evidence_ids: set[str]):
-        """Drop non-evidence sentences from evidence documents until the budget is met.
+    def _shrink_evidence_documents(self, placed, budget: int, key_ids: set[str], rng, whole=frozenset()):
+        """Cut evidence (and pointer) documents, in random order, to their `key_ids` sentences
+        until the budget is met.
 
-        Short targets with many hops cannot hold every evidence document whole; the evidence
+        Short targets with many hops cannot hold every evidence document whole; the key
         sentences themselves always stay.
         """
-        shrunk = []
-        for doc, evidence in placed:
-            before = self.count.document(doc)
-            if budget < 0 and evidence.fact.id in evidence_ids:  # pinned documents stay whole
-                doc = doc.with_facts([i for i, f in enumerate(doc.facts) if f in evidence_ids])
-            budget += before - self.count.document(doc)
-            shrunk.append((doc, evidence))
+        order = list(range(len(placed)))
+        rng.shuffle(order)
+        shrunk = list(placed)
+        for i in order:
+            doc, evidence = placed[i]
+            if budget < 0 and evidence.fact.id in key_ids and doc.doc_id not in whole:  # pinned stay whole
+                cut = doc.with_facts([k for k, f in enumerate(doc.facts) if f in key_ids])
+                budget += self.count.document(doc) - self.count.document(cut)
+                shrunk[i] = (cut, evidence)
         return shrunk, budget
 
     def _fill(
-        self,
-        budget: int,
-        near: list[str],
-        hidden: set[str],
-        stated: set[str],
-        skip: set[str],
-        ids,
-        rng,
-        keep: frozenset[str],
+        self, budget: int, near: list[str], hidden: set[str], stated: set[str], skip: set[str], ids, rng
     ) -> tuple[list[Document], int]:
-        """Whole distractor documents while they fit, then trimmed ones (holding their `keep`
-        facts); returns what is left. A distractor leaves out facts already `stated` (and adds
-        its own to it)."""
+        """Whole distractor documents while they fit, then trimmed ones; returns what is left.
+        A distractor leaves out facts already `stated` (and adds its own to it)."""
         fillers: list[Document] = []
         near_set = set(near)
         rest = [e for e in self.graph.entities if e not in near_set]
@@ -248,7 +278,7 @@ class ContextBuilder:
                 continue
             size = self.count.document(doc)
             if size > budget:
-                doc = self._trim(doc, budget, keep)
+                doc = self._trim(doc, budget)
                 if doc is None:
                     misses += 1
                     continue
@@ -260,24 +290,19 @@ class ContextBuilder:
             budget -= size
         return fillers, budget
 
-    def _trim(self, doc: Document, budget: int, keep: frozenset[str] = frozenset()) -> Document | None:
-        """The document's sentences of `keep` facts plus the subset of the others that fills
-        `budget` most closely; None if not even those fit."""
-        kept = [i for i, fact in enumerate(doc.facts) if fact in keep]
+    def _trim(self, doc: Document, budget: int) -> Document | None:
+        """Keep the subset of the document's sentences that fills `budget` most closely."""
         room = budget - self.count(doc.id_unit) - self.count(doc.header) - self.count(doc.footer)
-        room -= sum(self.count(doc.sentences[i]) for i in kept)
-        if room < 0 or (room == 0 and not kept):
+        if room <= 0:
             return None
         reachable: dict[int, tuple[int, ...]] = {0: ()}
         for i, sentence in enumerate(doc.sentences):
-            if i in kept:
-                continue
             size = self.count(sentence)
             for total, picked in list(reachable.items()):
                 if total + size <= room and total + size not in reachable:
                     reachable[total + size] = (*picked, i)
-        chosen = sorted([*kept, *reachable[max(reachable)]])
-        return doc.with_facts(chosen) if chosen else None
+        keep = reachable[max(reachable)]
+        return doc.with_facts(list(keep)) if keep else None
 
     def _grow(self, budget: int, documents: list[Document], hidden: set[str], sealed: set[str]) -> int:
         """Fill a budget too small for another document with sentences the placed documents
@@ -406,19 +431,40 @@ class _DocIds:
 def _place(
     placed: list[tuple[Document, Evidence]], fillers: list[Document], count: CountCache, rng
 ) -> list[Document]:
-    """Shuffle the distractors, then insert each evidence document where its depth falls."""
+    """Shuffle the distractors, then lay the placed documents in among them in depth order,
+    each where its key sentence's depth falls.
+
+    A merge, not one insertion after another: an insertion walks the documents laid so far, so
+    a later one whose goal lies before an earlier document already pushed deeper by its peers
+    lands in front of it and pushes it deeper still (with nine decoy pointers at 4k, evidence
+    aimed at depth 0.5 landed at 0.74). Documents sharing one depth (every evidence document
+    under `--depth 0.5`) form one block centred on it.
+    """
     rng.shuffle(fillers)
-    sizes = [count.document(d) for d in fillers]
-    total = sum(sizes) + sum(count.document(d) for d, _ in placed)
-    order, order_sizes = list(fillers), sizes
-    for doc, evidence in sorted(placed, key=lambda p: p[1].target_depth):
-        goal = evidence.target_depth * total - _offset_in(doc, evidence.fact.id, count)
-        position, start = 0, 0
-        while position < len(order) and start + order_sizes[position] / 2 < goal:
-            start += order_sizes[position]
-            position += 1
-        order.insert(position, doc)
-        order_sizes.insert(position, count.document(doc))
+    total = sum(count.document(d) for d in fillers) + sum(count.document(d) for d, _ in placed)
+    queue: list[tuple[float, Document]] = []  # (goal: tokens before the document, document)
+    for depth, block in groupby(
+        sorted(placed, key=lambda p: p[1].target_depth), key=lambda p: p[1].target_depth
+    ):
+        block = list(block)
+        if len(block) == 1:
+            doc, evidence = block[0]
+            start = depth * total - _offset_in(doc, evidence.fact.id, count)
+        else:
+            start = depth * total - sum(count.document(doc) for doc, _ in block) / 2
+        for doc, _ in block:
+            queue.append((start, doc))
+            start += count.document(doc)
+    order: list[Document] = []
+    laid = 0  # tokens laid so far
+    for filler in fillers:
+        # Each placed document whose goal falls before this filler's middle goes in first.
+        while queue and queue[0][0] <= laid + count.document(filler) / 2:
+            order.append(queue.pop(0)[1])
+            laid += count.document(order[-1])
+        order.append(filler)
+        laid += count.document(filler)
+    order += [doc for _, doc in queue]
     return order
 
 

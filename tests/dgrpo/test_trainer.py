@@ -74,7 +74,7 @@ def test_sft_loss_curve_is_pinned(make_run_config):
         "sft", run={"steps": 3}, data={"batch_size": 2}, optim={"lr": 3e-3, "schedule": "constant"}
     )
     losses = [row["loss"] for row in metrics(train(cfg))]
-    assert losses == pytest.approx([11.925937, 11.75175, 11.439944], abs=1e-4)  # on the generated data
+    assert losses == pytest.approx([11.932803, 11.746468, 11.447083], abs=1e-4)  # on the generated data
 
 
 RESUME = {"run": {"steps": 3, "save_every": 1}, "optim": {"update_epochs": 2, "warmup_steps": 1},

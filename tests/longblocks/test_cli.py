@@ -48,7 +48,7 @@ def test_length_below_the_evidence_is_exit_2(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(
         context.ContextBuilder,
         "_shrink_evidence_documents",
-        lambda self, placed, budget, hidden: (placed, budget),
+        lambda self, placed, budget, keys, rng, whole=frozenset(): (placed, budget),
     )
     # Documents three times their size: no 6-fact chain's documents fit 1k whole.
     whole = context.CountCache.document

@@ -107,16 +107,18 @@ def test_no_fact_is_stated_twice_and_no_document_predates_its_facts(graph, build
             assert all(fact_year(graph.facts[f]) <= doc.year for f in doc.facts), doc.doc_id
 
 
-def test_a_trimmed_near_document_keeps_its_near_facts(builder, graph):
-    # A decoy's pointer document trimmed to a tight budget keeps the pointer sentence; without
-    # near_facts the subset-sum drops it in some contexts (and the answer would stand alone).
+def test_decoy_pointers_are_placed_like_the_evidence(builder, graph):
+    # A near entity's pointer fact is stated at every length, in a document that is whole or cut
+    # to that sentence as the evidence document is; without near_facts the tight contexts have
+    # no room left for it.
     evidence = _evidence(graph, 1, 0.5)
     entity = max(
         (e.id for e in graph.world.entities if e.id != evidence[0].fact.head),
         key=lambda e: len(graph.outgoing(e)),
     )
-    pointer = builder.renderer.document(entity).facts[-1]
-    kept = dropped = 0
+    whole = builder.renderer.document(entity)
+    pointer = whole.facts[-1]
+    missing = 0
     for target in range(300, 900, 20):
         for keep in (frozenset({pointer}), frozenset()):
             rng = random.Random(target)
@@ -124,10 +126,44 @@ def test_a_trimmed_near_document_keeps_its_near_facts(builder, graph):
                 prompt_messages(FRAME), evidence, [entity], set(), target, target // 5, rng, near_facts=keep
             )
             placed = [d for d in context.documents if d.entity == entity]
-            if placed and len(placed[0].facts) < len(builder.renderer.document(entity).facts):  # trimmed
-                if keep:
-                    assert pointer in placed[0].facts
-                    kept += 1
-                else:
-                    dropped += pointer not in placed[0].facts
-    assert kept > 3 and dropped > 3
+            if keep:
+                assert len(placed) == 1 and tuple(placed[0].facts) in (tuple(whole.facts), (pointer,))
+            else:
+                missing += not placed or pointer not in placed[0].facts
+    assert missing > 3
+
+
+def _laid_depths(order, placed, count):
+    """Relative depth of each placed document's middle in `order`."""
+    total, start, middles = sum(count.document(d) for d in order), 0, {}
+    for doc in order:
+        middles[doc.doc_id] = (start + count.document(doc) / 2) / total
+        start += count.document(doc)
+    return [middles[doc.doc_id] for doc, _ in placed]
+
+
+def test_placed_documents_keep_their_depth_order_and_a_shared_depth_is_centred(builder, graph):
+    from longblocks.render.context import _place
+
+    entities = graph.world.entities[:40]
+    docs = [builder.renderer.document(e.id).with_id(f"D{i:04d}") for i, e in enumerate(entities)]
+    docs = [d for d in docs if d.facts]
+
+    def aimed(doc, depth):
+        return doc, Evidence(graph.facts[doc.facts[0]], depth)
+
+    for seed in range(20):
+        rng = random.Random(seed)
+        shuffled = rng.sample(docs, len(docs))
+        # Four documents aimed at one depth (evidence under --depth 0.5) and six at random depths:
+        # one insertion after another let a later, shallower one land in front of an earlier one
+        # its peers had pushed deeper.
+        block = [aimed(d, 0.5) for d in shuffled[:4]]
+        spread = [aimed(d, rng.random()) for d in shuffled[4:10]]
+        order = _place(block + spread, shuffled[10:], builder.count, rng)
+        assert sorted(d.doc_id for d in order) == sorted(d.doc_id for d in shuffled)
+        placed = sorted(block + spread, key=lambda p: p[1].target_depth)
+        laid = _laid_depths(order, placed, builder.count)
+        assert laid == sorted(laid)  # depth order holds
+        middle = sum(_laid_depths(order, block, builder.count)) / len(block)
+        assert abs(middle - 0.5) < 0.12, seed
