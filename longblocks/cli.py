@@ -4,6 +4,7 @@ A `UserError` from anywhere becomes one line on stderr and exit status 2.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -171,6 +172,25 @@ def _print_summary(out: Path, summary: dict) -> None:
         f"{summary['tokens']:,} prompt tokens; length min/median/max "
         f"{summary['n_tokens_min']}/{summary['n_tokens_median']:g}/{summary['n_tokens_max']}"
     )
+    _warn_of_shortcuts(out)
+
+
+def _warn_of_shortcuts(out: Path) -> None:
+    """One stderr line when the saved audit finds a rule that answers without reading: the data
+    is written (it is valid), but a policy trained on it can earn reward by that rule."""
+    from longblocks.audit import AUDIT_FILE
+
+    file = Path(out) / AUDIT_FILE
+    failed = (
+        [r for r in json.loads(file.read_text(encoding="utf-8")) if not r["passed"]] if file.is_file() else []
+    )
+    if failed:
+        worst = ", ".join(f"{r['task']} {r['name']} {r['value']:.2f} > {r['limit']:.2f}" for r in failed[:3])
+        print(
+            f"warning: the audit found {len(failed)} shortcut(s) a model can score by without reading "
+            f"({worst}{', ...' if len(failed) > 3 else ''}); see `longblocks audit {out}`",
+            file=sys.stderr,
+        )
 
 
 def export_schemas(args: argparse.Namespace) -> None:

@@ -72,13 +72,26 @@ def test_non_empty_out_needs_overwrite(capsys, tmp_path):
 
 def test_generate_writes_a_dataset_and_a_summary(capsys, tmp_path):
     out = tmp_path / "out"
-    code, stdout, _ = _run(
+    code, stdout, stderr = _run(
         capsys, "generate", "--length", "1k,2k", "--num-examples", "6", "--seed", "4", "--out", str(out)
     )
-    assert code == 0
+    assert code == 0 and "warning" not in stderr
     assert "6 examples" in stdout and "min/median/max 1024/" in stdout
     loaded = datasets.load_from_disk(str(out))
     assert sum(len(split) for split in loaded.values()) == 6
+
+
+def test_generate_warns_of_a_shortcut_the_audit_finds(capsys, tmp_path, monkeypatch):
+    from longblocks import io
+    from longblocks.audit import AuditResult
+
+    shortcut = AuditResult(
+        name="last-hop most-mentioned", task="multihop", value=0.76, chance=0.27, margin=0.1, n=600
+    )
+    monkeypatch.setattr(io, "audit_rows", lambda rows, worlds: [shortcut])
+    code, stdout, stderr = _run(capsys, "generate", "--num-examples", "3", "--out", str(tmp_path / "out"))
+    assert code == 0 and "3 examples" in stdout  # the data is written all the same
+    assert stderr.count("\n") == 1 and "multihop last-hop most-mentioned 0.76 > 0.37" in stderr
 
 
 def test_console_script_exit_code(tmp_path):
