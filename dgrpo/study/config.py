@@ -118,6 +118,14 @@ class StudyConfig(Section):
     workers: int = Field(2, ge=1, description="Training runs in parallel (one CPU thread each).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="run.device of every run.")
     threads: int = Field(1, ge=1, description="run.threads of every run.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="model.gradient_checkpointing of every run: off at toy scale (faster), on for long "
+        "prompts on a GPU (one layer's activations in memory, not every layer's).",
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="model.dtype of every run's student: bfloat16 for billion-parameter models."
+    )
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec, description="The study tokenizer.")
     data: DataSpec = Field(default_factory=DataSpec, description="Study datasets.")
     teacher: ModelSpec = Field(default_factory=ModelSpec, description="Teacher: sft on the references.")

@@ -151,7 +151,8 @@ def run_values(
     `train_rows` caps the training rows the run tokenizes (data.max_examples)."""
     c = cfg.compare
     return {
-        "model": {"student": student, "gradient_checkpointing": False},
+        "model": {"student": student, "dtype": cfg.dtype,
+                  "gradient_checkpointing": cfg.gradient_checkpointing},
         "data": {"path": str(data), "batch_size": batch_size, "max_prompt_tokens": 1 << 20,
                  "max_response_tokens": 512, "max_examples": train_rows},
         "rollout": {"group_size": c.group_size, "max_new_tokens": c.max_new_tokens},

@@ -175,10 +175,47 @@ def test_a_student_snapshot_needs_a_reader_teacher(tmp_path):
     assert load_study_config(path).student.from_teacher_step == 50
 
 
-@pytest.mark.parametrize("name", ["full", "quick"])
+@pytest.mark.parametrize("name", ["full", "quick", "qwen3-32k"])
 def test_shipped_study_configs_load(name):
     cfg = load_study_config(Path(__file__).parents[2] / "configs" / "study" / f"{name}.yaml")
     assert set(cfg.compare.methods) == {"sft", "kd", "grpo", "opd", "dgrpo"} and len(cfg.compare.seeds) >= 2
+
+
+def test_the_real_scale_config_makes_gpu_runs_of_the_named_models(tmp_path):
+    from dgrpo.config import make_config
+    from dgrpo.study.pipeline import run_values
+
+    configs = Path(__file__).parents[2] / "configs" / "study"
+    cfg = load_study_config(configs / "qwen3-32k.yaml")
+    assert (cfg.data.length, cfg.teacher.path, cfg.student.path) == (
+        "32k",
+        "/models/Qwen3-8B",
+        "/models/Qwen3-1.7B",
+    )
+    c = cfg.compare
+    values = run_values(
+        cfg,
+        tmp_path,
+        tmp_path / "run",
+        cfg.student.path,
+        "dgrpo",
+        0,
+        c.steps,
+        c.lr,
+        c.batch_size,
+        teacher=cfg.teacher.path,
+    )
+    run = make_config(values)  # a valid trainer config: the models are opened only when training starts
+    assert (run.run.device, run.model.dtype, run.model.gradient_checkpointing) == ("cuda", "bfloat16", True)
+    assert (run.teacher.model, run.rollout.group_size, run.rollout.max_new_tokens) == (
+        "/models/Qwen3-8B",
+        8,
+        2048,
+    )
+    toy = run_values(
+        load_study_config(configs / "full.yaml"), tmp_path, tmp_path / "toy", "s", "sft", 0, 1, 1e-3, 2
+    )
+    assert toy["model"]["gradient_checkpointing"] is False and toy["model"]["dtype"] == "float32"
 
 
 def test_a_generated_folder_is_reused_only_for_the_same_arguments(tmp_path):
