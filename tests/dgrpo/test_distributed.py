@@ -95,10 +95,14 @@ def test_sharded_processes_take_the_single_process_step(make_run_values, tmp_pat
     assert (exported / checkpoint.SHARDS_DIR / ".metadata").is_file()
     whole = checkpoint.latest(tmp_path / "single")
     loaded, reference = (transformers.AutoModelForCausalLM.from_pretrained(d) for d in (exported, whole))
+    # AdamW moves a weight whose gradient is near its eps (1e-8) by up to lr × (rounding error) / eps:
+    # one embedding row of a rare token then differs by ~2e-5 after the two steps (one weight of
+    # 9.7M, on some data). A hundredth of lr (3e-5) still fails any misplaced shard (weights ~0.02).
+    atol = SFT["optim"]["lr"] / 100
     for (name, mine), (_, theirs) in zip(
         loaded.state_dict().items(), reference.state_dict().items(), strict=True
     ):
-        assert torch.allclose(mine, theirs, atol=1e-5), name
+        assert torch.allclose(mine, theirs, atol=atol), name
 
 
 @pytest.mark.slow
